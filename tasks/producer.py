@@ -1,0 +1,71 @@
+"""The producer API: what a web app calls to send a voice code.
+
+    from tasks.producer import enqueue_voice_code, InvalidPayload
+
+    try:
+        result = enqueue_voice_code("13800138000", "4821", request_id=f"login:{user.id}:{nonce}")
+    except InvalidPayload as exc:     # a ValueError; exc.field names the bad argument
+        ...
+
+Everything is checked before anything is enqueued, and Flower only ever sees the masked
+arguments.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+from celery.result import AsyncResult
+
+from config import get_settings
+from tasks.voice import send_voice_code
+from worker import runtime
+from worker.exceptions import InvalidPayload, Throttled
+from worker.masking import masked_call
+from worker.payload import validate
+
+__all__ = ["enqueue_voice_code", "replay_dead_letter", "InvalidPayload", "NotReplayable", "Throttled"]
+
+
+def enqueue_voice_code(
+    mobile: str, code: str, account: str | None = None, request_id: str | None = None, ttl: int | None = None,
+) -> AsyncResult:
+    """Validate and enqueue one voice code; return the Celery ``AsyncResult``.
+
+    ``request_id`` is the idempotency key (default: the task id): enqueueing the same key
+    twice calls the person once. ``ttl`` is how long the code is valid, in seconds
+    (default ``VOICE_CODE_TTL``); it is never sent after that.
+    """
+    settings = get_settings()
+    req = validate(mobile, code, account, request_id, ttl, accounts=settings.accounts.keys(), default_ttl=settings.code_ttl)
+    task_id = str(uuid.uuid4())
+    args = (req.mobile, req.code)
+    kwargs = {"account": req.account, "request_id": req.request_id or task_id, "ttl": req.ttl}
+    argsrepr, kwargsrepr = masked_call(args, kwargs)
+    return send_voice_code.apply_async(
+        args, kwargs, task_id=task_id, argsrepr=argsrepr, kwargsrepr=kwargsrepr,
+        headers={"enqueued_at": time.time()},
+    )
+
+
+class NotReplayable(LookupError):
+    """A dead letter that cannot be replayed: unknown id, invalid payload, or its code expired."""
+
+
+def replay_dead_letter(letter_id: str) -> AsyncResult:
+    """Enqueue a dead-lettered request again, with its original request_id and deadline.
+
+    The TTL is not refreshed: a replay is for a failure fixed while the code is still
+    valid (a topped-up balance, an unfrozen account); past that, the person has asked for
+    a new code and calling them with the old one would only confuse.
+    """
+    store = runtime.dead_letters()
+    if store.get(letter_id) is None:
+        raise NotReplayable(f"no dead letter {letter_id}")
+    payload = store.payload(letter_id)
+    if payload is None:
+        raise NotReplayable(f"dead letter {letter_id} cannot be replayed: invalid payload or its code expired")
+    runtime.sender().requests.forget(payload["request_id"])
+    result = enqueue_voice_code(**payload)
+    store.remove(letter_id)
+    return result

@@ -1,0 +1,67 @@
+"""Fixtures for the real parts: Redis, RabbitMQ, the sandbox and worker processes.
+
+A broker that is not reachable skips its tests locally and fails them under ``CI=true``
+(``.ci/run`` starts the servers first).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ihuyi.sandbox import Sandbox
+from tests.support import APIID, APIKEY, SPARE_APIID, SPARE_APIKEY, Stack, base_env, make_backend, reachable
+
+BACKENDS = ("embedded", "redis", "rabbitmq")
+SERVERS = {"redis": [("127.0.0.1", 6379)], "rabbitmq": [("127.0.0.1", 5672), ("127.0.0.1", 6379)]}
+
+
+def require_servers(name: str) -> None:
+    missing = [f"{h}:{p}" for h, p in SERVERS.get(name, []) if not reachable(h, p)]
+    if missing:
+        message = f"{name} backend needs {', '.join(missing)}, which is unreachable"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox({APIID: APIKEY, SPARE_APIID: SPARE_APIKEY}, slow_ms=3000) as box:
+        yield box
+
+
+@pytest.fixture(autouse=False)
+def fresh_sandbox(sandbox: Sandbox) -> Sandbox:
+    sandbox.reset()
+    return sandbox
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short temporary directory (unix socket paths must stay under 108 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="vc-", dir="/tmp") as tmp:
+        yield Path(tmp)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[Stack]:
+    """A backend with one running worker, shared by a module's tests; stopped at the end."""
+    require_servers(request.param)
+    with tempfile.TemporaryDirectory(prefix="vc-", dir="/tmp") as tmp:
+        backend = make_backend(request.param, Path(tmp))
+        backend.flush()
+        env = base_env(sandbox.url, **backend.env)
+        stack = Stack(backend, env, Path(tmp))
+        stack.start_worker()
+        try:
+            yield stack
+        finally:
+            stack.stop_workers()
+            if request.param == "embedded":
+                from worker import embedded
+
+                embedded.stop(Path(backend.env["VOICECODE_STATE_DIR"]))

@@ -1,0 +1,203 @@
+"""Real parts for the end-to-end tests: a stack (broker + state Redis + worker processes) per backend.
+
+Tests talk to it the way a web app and an operator would: enqueue through Celery by task
+name, read results, run the ``voicecode`` CLI, count Submit calls at the sandbox.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kombu
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+
+from worker.deadletters import DeadLetterStore
+from worker.masking import masked_call
+
+ROOT = Path(__file__).resolve().parent.parent
+APIID = "test-apiid"
+APIKEY = "k3y-S3CR3T-9f1c27ab"  # scanned for in every log, result and envelope
+SPARE_APIID, SPARE_APIKEY = "spare-apiid", "sp4re-S3CR3T-77d0e1"
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Backend:
+    """Where broker, results and state live for one parametrization."""
+
+    name: str
+    env: dict[str, str]
+    broker: str
+    state: str
+
+    def flush(self) -> None:
+        redis.Redis.from_url(self.state).flushdb()
+        if self.broker.startswith("amqp"):
+            with kombu.Connection(self.broker) as conn:
+                channel = conn.channel()
+                try:
+                    channel.queue_purge("voicecode")
+                except conn.channel_errors:  # not declared yet: nothing to purge
+                    pass
+
+
+def make_backend(name: str, tmp: Path) -> Backend:
+    if name == "embedded":
+        from worker import embedded
+
+        state_dir = tmp / "state"
+        sock = embedded.ensure_running(state_dir)
+        return Backend(name, {"VOICECODE_STATE_DIR": str(state_dir)}, f"redis+socket://{sock}", f"unix://{sock}")
+    if name == "redis":
+        url = "redis://127.0.0.1:6379/11"
+        return Backend(name, {"CELERY_BROKER_URL": url, "REDIS_URL": url}, url, url)
+    state = "redis://127.0.0.1:6379/12"
+    broker = "amqp://guest:guest@127.0.0.1:5672//"
+    return Backend(name, {"CELERY_BROKER_URL": broker, "REDIS_URL": state}, broker, state)
+
+
+def base_env(sandbox_url: str, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "REDIS_", "IHUYI_", "SENTRY_", "VOICE", "FLOWER_", "MOBILE_", "BALANCE_", "ALERT_"))}
+    env.update(
+        IHUYI_API_URL=sandbox_url,
+        IHUYI_ACCOUNTS=json.dumps({
+            "default": {"apiid": APIID, "apikey": APIKEY, "rate_limit": "1000/s"},
+            "spare": {"apiid": SPARE_APIID, "apikey": SPARE_APIKEY, "rate_limit": "1000/s"},
+        }),
+        IHUYI_CONNECT_TIMEOUT="1",
+        IHUYI_READ_TIMEOUT="1",
+        VOICECODE_RETRY_BASE="0.05",
+        VOICECODE_RETRY_CAP="0.4",
+        VOICECODE_MAX_ATTEMPTS="5",
+        MOBILE_THROTTLE="",
+        REDIS_VISIBILITY_TIMEOUT="10",
+        PYTHONUNBUFFERED="1",
+        VOICECODE_ENV_FILE=os.devnull,
+    )
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class Stack:
+    """A backend plus the environment every process of the service under test runs with."""
+
+    backend: Backend
+    env: dict[str, str]
+    tmp: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def client(self) -> Celery:
+        if not hasattr(self, "_client"):
+            self._client = Celery("test-producer", broker=self.backend.broker,
+                                  backend=self.backend.state.replace("unix://", "redis+socket://"))
+            self._client.conf.update(task_default_queue="voicecode", result_serializer="json",
+                                     accept_content=["json"], broker_connection_retry_on_startup=True)
+        return self._client
+
+    def start_worker(self, *extra: str, concurrency: int = 8, name: str | None = None, env: dict[str, str] | None = None) -> Worker:
+        name = name or f"w{len(self.workers)}-{uuid.uuid4().hex[:6]}"
+        log = self.tmp / f"{name}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--loglevel", "INFO",
+             "--concurrency", str(concurrency), "--hostname", f"{name}@%h", "--without-gossip",
+             "--without-mingle", *extra],
+            cwd=ROOT, env={**self.env, **(env or {})}, stdout=log.open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        worker = Worker(process, log)
+        self.workers.append(worker)
+        wait_for(lambda: "ready." in worker.text() or process.poll() is not None, 60, 0.1, f"worker {name} ready")
+        assert process.poll() is None, worker.text()
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def send(self, mobile: str, code: str, *, foreign: bool = False, **kwargs: Any) -> AsyncResult:
+        """Enqueue as the producer API does (enqueued_at header, masked reprs), or as a foreign producer."""
+        options: dict[str, Any] = {}
+        if not foreign:
+            argsrepr, kwargsrepr = masked_call((mobile, code), kwargs)
+            options = {"headers": {"enqueued_at": time.time()}, "argsrepr": argsrepr, "kwargsrepr": kwargsrepr}
+        return self.client.send_task("send_voice_code", (mobile, code), kwargs, **options)
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    @property
+    def state(self) -> redis.Redis:
+        return redis.Redis.from_url(self.backend.state)
+
+    @property
+    def dead_letters(self) -> DeadLetterStore:
+        return DeadLetterStore(self.state)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def unique_mobile(prefix: str = "139") -> str:
+    """An 11-digit number starting with ``prefix`` (a sandbox magic prefix, or an ordinary one)."""
+    return prefix + str(uuid.uuid4().int)[: 11 - len(prefix)]
+
+
+def submits(sandbox: Any, mobile: str, since: float = 0.0) -> list[dict]:
+    """The Submit calls that reached the sandbox for ``mobile`` (since a time, for shared magic numbers)."""
+    return [c for c in sandbox.calls("Submit") if c["mobile"] == mobile and c["at"] >= since]

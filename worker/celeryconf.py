@@ -1,0 +1,56 @@
+"""The Celery application: every setting in one place, each non-default one explained."""
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from config import ConfigError, get_settings
+from worker.state import resolve_urls
+
+
+def create_app() -> Celery:
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"voicecode: configuration error: {exc}") from None
+    urls = resolve_urls(settings)
+    app = Celery("voicecode", include=["tasks.voice", "tasks.balance"])
+    transport_options: dict[str, object] = {}
+    if urls.broker.startswith("redis"):
+        # An unacked message is handed to another worker after this long. Longer than any
+        # retry countdown (VOICECODE_RETRY_CAP) so ETA retries do not run twice, and well
+        # inside the default 300 s TTL so a killed worker's codes are still sent in time.
+        transport_options["visibility_timeout"] = settings.visibility_timeout
+    else:
+        # Wait for RabbitMQ to confirm each publish: a message is not lost between us and the broker.
+        transport_options["confirm_publish"] = True
+    app.conf.update(
+        broker_url=urls.broker,
+        result_backend=urls.result_backend,
+        broker_transport_options=transport_options,
+        result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
+        broker_connection_retry_on_startup=True,
+        # Only JSON on the wire: no pickle from foreign producers.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # Queue named for the product, so it can share a broker with other apps.
+        task_default_queue="voicecode",
+        # Ack after the task ran and requeue when the worker process dies: at-least-once,
+        # with duplicates stopped by the request_id record.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # I/O-bound work: threads, enough of them to hide ihuyi's latency.
+        worker_pool=os.environ.get("WORKER_POOL", "threads"),
+        worker_concurrency=int(os.environ.get("WORKER_CONCURRENCY", "32")),
+        # Results are small JSON, useful to the caller for a day.
+        result_expires=86400,
+        # Task events for Flower: sent, received, started, succeeded, failed, retried.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={
+            "check-balance": {"task": "check_balance", "schedule": settings.balance_check_seconds},
+        },
+    )
+    return app

@@ -1,0 +1,171 @@
+"""The ``voicecode`` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+from config import ConfigError, get_settings
+
+
+def _send(args: argparse.Namespace) -> int:
+    from tasks.producer import enqueue_voice_code
+
+    result = enqueue_voice_code(args.mobile, args.code, args.account, args.request_id, args.ttl)
+    print(result.id, flush=True)
+    if args.wait:
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
+        try:
+            value = result.get(timeout=args.wait, propagate=False)
+        except CeleryTimeout:
+            return _fail(f"no result within {args.wait:g} s (task {result.id} is still queued or running)")
+        print(json.dumps(value, ensure_ascii=False))
+    return 0
+
+
+def _balance(args: argparse.Namespace) -> int:
+    from ihuyi import IhuyiError
+    from worker.balance import check_one
+
+    names = [args.account] if args.account else list(get_settings().accounts)
+    if args.account and args.account not in get_settings().accounts:
+        return _fail(f"unknown account {args.account!r}")
+    status = 0
+    for name in names:
+        try:
+            print(f"{name}: {check_one(name)}")
+        except IhuyiError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from worker import runtime
+
+    store = runtime.dead_letters()
+    if args.action == "list":
+        letters = store.list()
+        if args.json:
+            print(json.dumps([letter.to_dict() for letter in letters], ensure_ascii=False, indent=2))
+            return 0
+        print(f"{'id':12}  {'reason':18}  {'code':>5}  {'account':10}  {'mobile':11}  {'tries':>5}  {'last attempt':19}  task")
+        for d in letters:
+            print(f"{d.id:12}  {d.reason:18}  {d.code if d.code is not None else '-':>5}  {d.account or '-':10}  "
+                  f"{d.mobile:11}  {d.attempts:>5}  {_when(d.last_attempt):19}  {d.task_id or '-'}")
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+    if args.action == "purge":
+        print(f"purged {store.purge()} dead letter(s)")
+        return 0
+    from tasks.producer import NotReplayable, replay_dead_letter
+
+    ids = [d.id for d in store.list()] if args.all else [args.id]
+    if not ids[0:1] or ids == [None]:
+        return _fail("name a dead-letter ID or pass --all")
+    failed = 0
+    for letter_id in ids:
+        try:
+            print(f"{letter_id}: replayed as task {replay_dead_letter(letter_id).id}")
+        except NotReplayable as exc:
+            print(f"{letter_id}: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from ihuyi.sandbox import serve
+
+    accounts = {a.apiid: a.apikey for a in get_settings().accounts.values()}
+    serve(accounts, args.host, args.port, args.latency_ms, args.slow_ms, args.balance)
+    return 0
+
+
+def _flower(args: argparse.Namespace) -> int:
+    auth = get_settings().flower_basic_auth
+    if not auth:
+        return _fail("FLOWER_BASIC_AUTH is not set: Flower shows every task, so it never runs without a password")
+    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.app", "flower",
+                               f"--basic-auth={auth}", f"--port={args.port}", f"--address={args.address}"])
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(timeout=args.timeout)
+
+
+def _fail(message: str) -> int:
+    print(f"voicecode: {message}", file=sys.stderr)
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voicecode", description="Send voice verification codes through ihuyi.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    send = sub.add_parser("send", help="enqueue one voice code")
+    send.add_argument("mobile")
+    send.add_argument("code")
+    send.add_argument("--account")
+    send.add_argument("--request-id")
+    send.add_argument("--ttl", type=int)
+    send.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the result and print it as JSON")
+    send.set_defaults(run=_send)
+
+    balance = sub.add_parser("balance", help="ask ihuyi for the remaining balance")
+    balance.add_argument("--account")
+    balance.set_defaults(run=_balance)
+
+    dead = sub.add_parser("dead-letters", help="list, replay or purge dead letters")
+    dead_sub = dead.add_subparsers(dest="action", required=True)
+    dead_list = dead_sub.add_parser("list")
+    dead_list.add_argument("--json", action="store_true")
+    replay = dead_sub.add_parser("replay")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?")
+    which.add_argument("--all", action="store_true")
+    dead_sub.add_parser("purge")
+    dead.set_defaults(run=_dead_letters)
+
+    sandbox = sub.add_parser("sandbox", help="run the local ihuyi simulator")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8099)
+    sandbox.add_argument("--latency-ms", type=int, default=0)
+    sandbox.add_argument("--slow-ms", type=int, default=15000, help="how long the slow-reply magic numbers take")
+    sandbox.add_argument("--balance", type=int, default=1000, help="starting balance of every account")
+    sandbox.set_defaults(run=_sandbox)
+
+    flower = sub.add_parser("flower", help="run Flower, behind FLOWER_BASIC_AUTH")
+    flower.add_argument("--port", type=int, default=int(os.environ.get("FLOWER_PORT", "5555")))
+    flower.add_argument("--address", default=os.environ.get("FLOWER_ADDRESS", "127.0.0.1"))
+    flower.set_defaults(run=_flower)
+
+    demo = sub.add_parser("demo", help="send a scripted set through every outcome and print a table")
+    demo.add_argument("--timeout", type=float, default=120)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        get_settings()
+        return args.run(args)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    except ValueError as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
