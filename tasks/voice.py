@@ -14,6 +14,7 @@ from worker.app import app
 from worker.exceptions import InvalidPayload
 from worker.masking import masked_call
 from worker.payload import validate
+from worker.reporting import report_outcome
 from worker.sending import RetryIn
 
 
@@ -35,6 +36,12 @@ class MaskedRequest(Request):
 @app.task(name="send_voice_code", bind=True, Request=MaskedRequest, typing=False, max_retries=None)
 def send_voice_code(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """send_voice_code(mobile, code, account=None, request_id=None, ttl=None) -> result JSON."""
+    result = _run(self, args, kwargs)
+    report_outcome(result)
+    return result
+
+
+def _run(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
     sender = runtime.sender()
     try:

@@ -20,6 +20,10 @@ from worker.exceptions import InvalidPayload
 from worker.payload import VoiceCodeRequest
 
 
+#: How often a request another worker is sending is looked at again.
+BUSY_POLL_SECONDS = 1.0
+
+
 @dataclass(frozen=True)
 class Done:
     result: dict[str, Any]
@@ -73,7 +77,7 @@ class Sender:
             stored = attempt.result or {}
             return Done({**stored, "status": "duplicate"} if stored.get("status") == "submitted" else stored)
         if attempt.state == "busy":
-            return RetryIn(attempt.wait, "another worker holds this request")
+            return RetryIn(min(attempt.wait, BUSY_POLL_SECONDS), "another worker holds this request")
         if attempt.state == "expired":
             return self._finish(req, make_result(req, "expired", attempt.attempts))
         try:
@@ -112,9 +116,10 @@ class Sender:
     def reject_invalid(self, mobile: object, error: InvalidPayload, *, task_id: str | None, request_id: object) -> Done:
         """Dead-letter a payload the worker cannot accept (nothing to replay: it would fail again)."""
         rid = request_id if isinstance(request_id, str) and len(request_id) <= 128 else task_id
+        detail = str(error)[:200]
         letter = DeadLetter(reason="invalid_payload", account=None, mobile=mask_mobile(mobile), attempts=0,
-                            task_id=task_id, request_id=rid, detail=str(error))
+                            task_id=task_id, request_id=rid, detail=detail)
         self.dead_letters.add(letter)
         return Done({"status": "dead_lettered", "voiceid": None, "account": None, "mobile": mask_mobile(mobile),
                      "attempts": 0, "code": None, "request_id": rid, "reason": "invalid_payload",
-                     "detail": str(error), "dead_letter": letter.id})
+                     "detail": detail, "dead_letter": letter.id})
