@@ -81,6 +81,7 @@ class Settings:
     alert_dedup_seconds: int
     balance_alert_threshold: int
     balance_check_seconds: float
+    account_probe_seconds: float
     flower_basic_auth: str | None
     state_dir: Path
     visibility_timeout: int
@@ -127,7 +128,8 @@ def _number(env: Mapping[str, str], variable: str, default: str, kind: type, min
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(variable, f"expected a {kind.__name__}, got {raw!r}") from None
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(variable, f"expected {noun}, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(variable, f"must be at least {minimum}, got {raw!r}")
     return value
@@ -208,6 +210,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         alert_dedup_seconds=_number(env, "ALERT_DEDUP_SECONDS", "3600", int, 1),
         balance_alert_threshold=_number(env, "BALANCE_ALERT_THRESHOLD", "100", int, 0),
         balance_check_seconds=_number(env, "BALANCE_CHECK_SECONDS", "300", float, 1),
+        account_probe_seconds=_number(env, "ACCOUNT_PROBE_SECONDS", "60", float, 1),
         flower_basic_auth=auth,
         state_dir=Path(env.get("VOICECODE_STATE_DIR") or Path.home() / ".local/state/voicecode").expanduser(),
         visibility_timeout=_number(env, "REDIS_VISIBILITY_TIMEOUT", "120", int, 10),

@@ -23,6 +23,7 @@ from worker import runtime
 from worker.exceptions import InvalidPayload, Throttled
 from worker.masking import masked_call
 from worker.payload import validate
+from worker.routing import queue_for
 
 __all__ = ["enqueue_voice_code", "replay_dead_letter", "InvalidPayload", "NotReplayable", "Throttled"]
 
@@ -32,19 +33,25 @@ def enqueue_voice_code(
 ) -> AsyncResult:
     """Validate and enqueue one voice code; return the Celery ``AsyncResult``.
 
+    Raises :class:`InvalidPayload` naming the bad field, or :class:`Throttled` (with
+    ``retry_after`` seconds) when the number was called too often.
+
     ``request_id`` is the idempotency key (default: the task id): enqueueing the same key
     twice calls the person once. ``ttl`` is how long the code is valid, in seconds
     (default ``VOICE_CODE_TTL``); it is never sent after that.
     """
     settings = get_settings()
     req = validate(mobile, code, account, request_id, ttl, accounts=settings.accounts.keys(), default_ttl=settings.code_ttl)
+    retry_after = runtime.throttle().retry_after(req.mobile)
+    if retry_after > 0:
+        raise Throttled(retry_after)
     task_id = str(uuid.uuid4())
     args = (req.mobile, req.code)
     kwargs = {"account": req.account, "request_id": req.request_id or task_id, "ttl": req.ttl}
     argsrepr, kwargsrepr = masked_call(args, kwargs)
     return send_voice_code.apply_async(
         args, kwargs, task_id=task_id, argsrepr=argsrepr, kwargsrepr=kwargsrepr,
-        headers={"enqueued_at": time.time()},
+        headers={"enqueued_at": time.time()}, queue=queue_for(req.account),
     )
 
 

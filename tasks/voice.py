@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
 from celery.worker.request import Request
 
 from config import get_settings
@@ -15,7 +16,8 @@ from worker.exceptions import InvalidPayload
 from worker.masking import masked_call
 from worker.payload import validate
 from worker.reporting import report_outcome
-from worker.sending import RetryIn
+from worker.routing import queue_for
+from worker.sending import Park, RetryIn, Slot
 
 
 def _shape(mobile, code, account=None, request_id=None, ttl=None):  # noqa: ANN001 - the wire signature
@@ -60,7 +62,28 @@ def _run(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         return sender.reject_invalid(bound["mobile"], exc, task_id=self.request.id, request_id=bound.get("request_id")).result
     if not req.request_id:
         req = dataclasses.replace(req, request_id=self.request.id)
-    outcome = sender.send(req, task_id=self.request.id, enqueued_at=getattr(self.request, "enqueued_at", None))
+    slot = getattr(self.request, "voicecode_slot", None)
+    outcome = sender.send(req, task_id=self.request.id, enqueued_at=getattr(self.request, "enqueued_at", None),
+                          slot=Slot(**slot) if isinstance(slot, dict) else None)
     if isinstance(outcome, RetryIn):
         raise self.retry(countdown=outcome.seconds, exc=None)
+    if isinstance(outcome, Park):
+        runtime.parking_lot().park(outcome.seconds, {
+            "task_id": self.request.id,
+            "args": [req.mobile, req.code],
+            "kwargs": {"account": req.account, "request_id": req.request_id, "ttl": req.ttl},
+            "headers": {"enqueued_at": getattr(self.request, "enqueued_at", None),
+                        "voicecode_slot": {"account": outcome.account, "at": outcome.slot_at}},
+            "queue": queue_for(req.account),
+        })
+        raise Ignore()  # acked, no state stored: the parked copy (same task id) will finish it
     return outcome.result
+
+
+def republish(message: dict[str, Any]) -> None:
+    """Put a parked task back on its queue (called by the parking lot's mover)."""
+    argsrepr, kwargsrepr = masked_call(message["args"], message["kwargs"])
+    send_voice_code.apply_async(
+        message["args"], message["kwargs"], task_id=message["task_id"], headers=message["headers"],
+        queue=message["queue"], argsrepr=argsrepr, kwargsrepr=kwargsrepr,
+    )

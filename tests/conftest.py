@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ihuyi.sandbox import Sandbox
-from tests.support import APIID, APIKEY, SPARE_APIID, SPARE_APIKEY, Stack, base_env, make_backend, reachable
+from tests.support import SANDBOX_ACCOUNTS, Stack, base_env, make_backend, reachable
 
 BACKENDS = ("embedded", "redis", "rabbitmq")
 SERVERS = {"redis": [("127.0.0.1", 6379)], "rabbitmq": [("127.0.0.1", 5672), ("127.0.0.1", 6379)]}
@@ -30,7 +30,7 @@ def require_servers(name: str) -> None:
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
-    with Sandbox({APIID: APIKEY, SPARE_APIID: SPARE_APIKEY}, slow_ms=3000) as box:
+    with Sandbox(SANDBOX_ACCOUNTS, slow_ms=3000) as box:
         yield box
 
 
@@ -49,12 +49,15 @@ def short_tmp() -> Iterator[Path]:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def stack(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[Stack]:
-    """A backend with one running worker, shared by a module's tests; stopped at the end."""
+    """A backend with one running worker, shared by a module's tests; stopped at the end.
+
+    A test module may set ``STACK_ENV`` (a dict) to change the service's environment.
+    """
     require_servers(request.param)
     with tempfile.TemporaryDirectory(prefix="vc-", dir="/tmp") as tmp:
         backend = make_backend(request.param, Path(tmp))
         backend.flush()
-        env = base_env(sandbox.url, **backend.env)
+        env = base_env(sandbox.url, **backend.env, **getattr(request.module, "STACK_ENV", {}))
         stack = Stack(backend, env, Path(tmp))
         stack.start_worker()
         try:

@@ -30,6 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 APIID = "test-apiid"
 APIKEY = "k3y-S3CR3T-9f1c27ab"  # scanned for in every log, result and envelope
 SPARE_APIID, SPARE_APIKEY = "spare-apiid", "sp4re-S3CR3T-77d0e1"
+#: Every account the tests configure: name -> its IHUYI_ACCOUNTS entry.
+ACCOUNTS = {
+    "default": {"apiid": APIID, "apikey": APIKEY, "rate_limit": "1000/s"},
+    "spare": {"apiid": SPARE_APIID, "apikey": SPARE_APIKEY, "rate_limit": "1000/s"},
+    "main": {"apiid": "main-apiid", "apikey": "m4in-S3CR3T-0c4d2e", "rate_limit": "1000/s", "fallback": "backup"},
+    "backup": {"apiid": "backup-apiid", "apikey": "b4ckup-S3CR3T-5e6f70", "rate_limit": "1000/s"},
+    "slow": {"apiid": "slow-apiid", "apikey": "sl0w-S3CR3T-a1b2c3", "rate_limit": "10/s", "burst": 2},
+}
+SANDBOX_ACCOUNTS = {spec["apiid"]: spec["apikey"] for spec in ACCOUNTS.values()}
+SECRETS = [spec["apikey"] for spec in ACCOUNTS.values()]
 
 
 def reachable(host: str, port: int) -> bool:
@@ -91,10 +101,7 @@ def base_env(sandbox_url: str, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "REDIS_", "IHUYI_", "SENTRY_", "VOICE", "FLOWER_", "MOBILE_", "BALANCE_", "ALERT_"))}
     env.update(
         IHUYI_API_URL=sandbox_url,
-        IHUYI_ACCOUNTS=json.dumps({
-            "default": {"apiid": APIID, "apikey": APIKEY, "rate_limit": "1000/s"},
-            "spare": {"apiid": SPARE_APIID, "apikey": SPARE_APIKEY, "rate_limit": "1000/s"},
-        }),
+        IHUYI_ACCOUNTS=json.dumps(ACCOUNTS),
         IHUYI_CONNECT_TIMEOUT="1",
         IHUYI_READ_TIMEOUT="1",
         VOICECODE_RETRY_BASE="0.05",

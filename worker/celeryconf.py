@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 from config import ConfigError, get_settings
+from worker.observability import BALANCE_MONITOR, init_sentry
+from worker.routing import DEFAULT_QUEUE, all_queues
 from worker.state import resolve_urls
 
 
@@ -15,7 +17,7 @@ def create_app() -> Celery:
     except ConfigError as exc:
         raise SystemExit(f"voicecode: configuration error: {exc}") from None
     urls = resolve_urls(settings)
-    app = Celery("voicecode", include=["tasks.voice", "tasks.balance"])
+    app = Celery("voicecode", include=["tasks.voice", "tasks.balance", "tasks.accounts"])
     transport_options: dict[str, object] = {}
     if urls.broker.startswith("redis"):
         # An unacked message is handed to another worker after this long. Longer than any
@@ -35,12 +37,16 @@ def create_app() -> Celery:
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        # Queue named for the product, so it can share a broker with other apps.
-        task_default_queue="voicecode",
+        # Queues named for the product, so it can share a broker with other apps; one per
+        # account (worker/routing.py) so accounts do not wait behind each other.
+        task_default_queue=DEFAULT_QUEUE,
+        task_queues=all_queues(settings.accounts),
         # Ack after the task ran and requeue when the worker process dies: at-least-once,
         # with duplicates stopped by the request_id record.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # Unreadable messages are dead-lettered, and never logged with their bodies.
+        worker_consumer="worker.consumer:SafeConsumer",
         # I/O-bound work: threads, enough of them to hide ihuyi's latency.
         worker_pool=os.environ.get("WORKER_POOL", "threads"),
         worker_concurrency=int(os.environ.get("WORKER_CONCURRENCY", "32")),
@@ -50,7 +56,39 @@ def create_app() -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         beat_schedule={
-            "check-balance": {"task": "check_balance", "schedule": settings.balance_check_seconds},
+            BALANCE_MONITOR: {"task": "check_balance", "schedule": settings.balance_check_seconds},
+            "probe-paused-accounts": {"task": "probe_paused_accounts", "schedule": settings.account_probe_seconds},
         },
     )
     return app
+
+
+_movers: list = []
+
+
+@signals.worker_ready.connect
+def _start_parking_mover(**_: object) -> None:
+    """Each worker re-publishes the parked tasks that come due (see worker/parking.py)."""
+    from tasks.voice import republish
+    from worker import runtime
+    from worker.parking import Mover
+
+    _movers.append(Mover(runtime.parking_lot(), republish).start())
+
+
+@signals.worker_shutdown.connect
+def _stop_parking_mover(**_: object) -> None:
+    while _movers:
+        _movers.pop().stop()
+
+
+@signals.celeryd_init.connect
+@signals.worker_process_init.connect
+def _sentry_in_worker(**_: object) -> None:
+    """Sentry in the worker (and, with the prefork pool, again in each forked child)."""
+    init_sentry(get_settings(), "worker")
+
+
+@signals.beat_init.connect
+def _sentry_in_beat(**_: object) -> None:
+    init_sentry(get_settings(), "beat")

@@ -75,10 +75,28 @@ def _dead_letters(args: argparse.Namespace) -> int:
     for letter_id in ids:
         try:
             print(f"{letter_id}: replayed as task {replay_dead_letter(letter_id).id}")
-        except NotReplayable as exc:
+        except (NotReplayable, ValueError) as exc:
             print(f"{letter_id}: {exc}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    from worker import runtime
+
+    settings, states = get_settings(), runtime.account_states()
+    if args.action == "resume":
+        if args.name not in settings.accounts:
+            return _fail(f"unknown account {args.name!r}")
+        print(f"{args.name}: {'resumed' if states.resume(args.name) else 'was not paused'}")
+        return 0
+    print(f"{'account':12}  {'state':24}  {'rate':8}  {'fallback':10}  {'last code':>9}  {'balance':>8}")
+    for state in states.snapshot(settings.accounts):
+        account = settings.accounts[state.name]
+        shown = "active" if state.paused is None else f"paused ({state.paused.code}) since {_when(state.paused.since)[11:]}"
+        print(f"{state.name:12}  {shown:24}  {str(account.rate):8}  {account.fallback or '-':10}  "
+              f"{'-' if state.last_code is None else state.last_code:>9}  {'-' if state.balance is None else state.balance:>8}")
+    return 0
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -136,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true")
     dead_sub.add_parser("purge")
     dead.set_defaults(run=_dead_letters)
+
+    accounts = sub.add_parser("accounts", help="list accounts with their state, or resume a paused one")
+    accounts.set_defaults(run=_accounts, action="list")
+    accounts_sub = accounts.add_subparsers(dest="action")
+    accounts_sub.add_parser("list")
+    resume = accounts_sub.add_parser("resume")
+    resume.add_argument("name")
 
     sandbox = sub.add_parser("sandbox", help="run the local ihuyi simulator")
     sandbox.add_argument("--host", default="127.0.0.1")

@@ -100,9 +100,14 @@ class IdempotencyStore:
         pipe.hdel(key, "lease")
         pipe.execute()
 
-    def release(self, request_id: str) -> None:
-        """Give the lease back after a failed attempt, so a retry may go at once."""
-        self._redis.hset(KEY_PREFIX + request_id, "status", "retrying")
+    def release(self, request_id: str, *, submitted: bool) -> None:
+        """Give the lease back so a retry may go at once; an attempt that made no Submit is not counted."""
+        key = KEY_PREFIX + request_id
+        pipe = self._redis.pipeline()
+        pipe.hset(key, "status", "retrying")
+        if not submitted:
+            pipe.hincrby(key, "attempts", -1)
+        pipe.execute()
 
     def forget(self, request_id: str) -> None:
         """Drop a finished request's outcome (not its deadline), so a replay may send it."""

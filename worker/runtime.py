@@ -4,19 +4,45 @@ from __future__ import annotations
 import functools
 
 from config import get_settings
+from worker.accounts import AccountStates
 from worker.deadletters import DeadLetterStore
 from worker.idempotency import IdempotencyStore
+from worker.parking import ParkingLot
+from worker.ratelimit import RateLimiter
 from worker.sending import Sender
 from worker.state import state_redis
+from worker.throttle import MobileThrottle
 
 
 @functools.cache
 def sender() -> Sender:
     settings = get_settings()
     lease = settings.connect_timeout + settings.read_timeout + 5
-    return Sender(settings, IdempotencyStore(state_redis(), lease_seconds=lease), dead_letters())
+    return Sender(
+        settings,
+        IdempotencyStore(state_redis(), lease_seconds=lease),
+        dead_letters(),
+        account_states(),
+        throttle(),
+        RateLimiter(state_redis()),
+    )
 
 
 @functools.cache
 def dead_letters() -> DeadLetterStore:
     return DeadLetterStore(state_redis())
+
+
+@functools.cache
+def account_states() -> AccountStates:
+    return AccountStates(state_redis())
+
+
+@functools.cache
+def throttle() -> MobileThrottle:
+    return MobileThrottle(state_redis(), get_settings().mobile_throttle)
+
+
+@functools.cache
+def parking_lot() -> ParkingLot:
+    return ParkingLot(state_redis())

@@ -1,8 +1,14 @@
 """The life of one ``send_voice_code`` request, as plain functions without Celery.
 
-:meth:`Sender.send` takes a validated request and returns either :class:`Done` (a final
-result: submitted, duplicate, dead_lettered or expired) or :class:`RetryIn` (try again
-after so many seconds). The Celery task turns the second into ``Task.retry``.
+:meth:`Sender.send` takes a validated request and returns what to do next:
+
+- :class:`Done`: a final result (submitted, duplicate, dead_lettered or expired);
+- :class:`RetryIn`: a transient failure; try again after so many seconds (``Task.retry``);
+- :class:`Park`: the account's rate-limit slot is further away than a thread should wait;
+  the task is parked in the shared delay queue and comes back just before its slot.
+
+In order, as DESIGN.md §2: deadline and idempotency, account paused (or its fallback),
+per-number throttle, pool-wide per-account rate limit, Submit.
 """
 from __future__ import annotations
 
@@ -11,17 +17,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from config import Account, Settings
-from ihuyi import IhuyiClient, PermanentError, TransientError
+from ihuyi import IhuyiClient, PermanentError, Scope, TransientError
+from worker.accounts import AccountStates
 from worker.backoff import full_jitter
 from worker.deadletters import DeadLetter, DeadLetterStore
+from worker.exceptions import InvalidPayload
 from worker.idempotency import Attempt, IdempotencyStore
 from worker.masking import mask_mobile
-from worker.exceptions import InvalidPayload
 from worker.payload import VoiceCodeRequest
-
+from worker.ratelimit import RateLimiter
+from worker.throttle import MobileThrottle
 
 #: How often a request another worker is sending is looked at again.
 BUSY_POLL_SECONDS = 1.0
+#: A rate-limit wait up to this long is spent in the worker thread; a longer one parks the task.
+MAX_HOLD_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,23 @@ class Done:
 class RetryIn:
     seconds: float
     reason: str
+
+
+@dataclass(frozen=True)
+class Park:
+    """Come back in ``seconds``; a Submit slot on ``account`` is reserved for ``slot_at`` (epoch)."""
+
+    seconds: float
+    account: str
+    slot_at: float
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A rate-limit slot reserved before the task was parked."""
+
+    account: str
+    at: float
 
 
 def make_result(req: VoiceCodeRequest, status: str, attempts: int, *, code: int | None = None,
@@ -63,15 +90,20 @@ def client_for(settings: Settings, account: Account) -> IhuyiClient:
 
 
 class Sender:
-    """Everything one worker process needs to send: settings, clients and shared stores."""
+    """Everything one worker process needs to send: settings, clients and the shared state."""
 
-    def __init__(self, settings: Settings, requests_store: IdempotencyStore, dead_letters: DeadLetterStore) -> None:
+    def __init__(self, settings: Settings, requests_store: IdempotencyStore, dead_letters: DeadLetterStore,
+                 accounts: AccountStates, throttle: MobileThrottle, limiter: RateLimiter) -> None:
         self.settings = settings
         self.requests = requests_store
         self.dead_letters = dead_letters
+        self.accounts = accounts
+        self.throttle = throttle
+        self.limiter = limiter
         self.clients = {name: client_for(settings, account) for name, account in settings.accounts.items()}
 
-    def send(self, req: VoiceCodeRequest, *, task_id: str | None, enqueued_at: float | None = None) -> Done | RetryIn:
+    def send(self, req: VoiceCodeRequest, *, task_id: str | None, enqueued_at: float | None = None,
+             slot: Slot | None = None) -> Done | RetryIn | Park:
         attempt = self.requests.begin(req.request_id, req.ttl, enqueued_at)
         if attempt.state == "done":
             stored = attempt.result or {}
@@ -80,13 +112,61 @@ class Sender:
             return RetryIn(min(attempt.wait, BUSY_POLL_SECONDS), "another worker holds this request")
         if attempt.state == "expired":
             return self._finish(req, make_result(req, "expired", attempt.attempts))
+        if slot is None:
+            account_or_done = self._usable_account(req, attempt, task_id)
+            if isinstance(account_or_done, Done):
+                return account_or_done
+            account = account_or_done
+            gate = self._pass_limits(req, attempt, task_id, account)
+            if gate is not None:
+                return gate
+        else:
+            account = slot.account
+            time.sleep(min(MAX_HOLD_SECONDS * 2, max(0.0, slot.at - time.time())))
+        return self._submit(req, attempt, task_id, account)
+
+    def _usable_account(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None) -> str | Done:
+        """The account to send through: the requested one, or its fallback while it is paused."""
+        pause = self.accounts.paused(req.account)
+        if pause is None:
+            return req.account
+        fallback = self.settings.accounts[req.account].fallback
+        if fallback is not None and self.accounts.paused(fallback) is None:
+            return fallback
+        return self._dead_letter(req, attempt, task_id, "account_paused", pause.code, pause.msg,
+                                 f"account {req.account} is paused", submitted=False)
+
+    def _pass_limits(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str) -> Done | Park | None:
+        """Per-number throttle, then the account's rate limit; None means: send now."""
+        retry_after = self.throttle.acquire(req.mobile)
+        if retry_after > 0:
+            return self._dead_letter(req, attempt, task_id, "throttled", None, "",
+                                     f"number called too often; retry after {retry_after:.0f} s", submitted=False)
+        reservation = self.limiter.reserve(account, self.settings.accounts[account].rate,
+                                           max_wait=attempt.deadline - attempt.now)
+        if not reservation.granted:
+            self.throttle.release(req.mobile)
+            return self._finish(req, make_result(req, "expired", attempt.attempts - 1, account=account,
+                                                 reason="rate_limited_past_ttl"))
+        if reservation.wait > MAX_HOLD_SECONDS:
+            self.requests.release(req.request_id, submitted=False)
+            return Park(reservation.wait - MAX_HOLD_SECONDS / 2, account, time.time() + reservation.wait)
+        time.sleep(reservation.wait)
+        return None
+
+    def _submit(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str) -> Done | RetryIn:
         try:
-            reply = self.clients[req.account].submit(req.mobile, req.code)
+            reply = self.clients[account].submit(req.mobile, req.code)
         except TransientError as exc:
+            self.throttle.release(req.mobile)
             return self._after_transient(req, attempt, exc, task_id)
         except PermanentError as exc:
-            return self._dead_letter(req, attempt, task_id, "permanent", exc.code, exc.msg)
-        return self._finish(req, make_result(req, "submitted", attempt.attempts, code=reply.code, voiceid=reply.voiceid))
+            self.accounts.record_code(account, exc.code)
+            if exc.scope is Scope.ACCOUNT:
+                self.accounts.pause(account, exc.code, exc.msg)
+            return self._dead_letter(req, attempt, task_id, "permanent", exc.code, exc.msg, account=account)
+        return self._finish(req, make_result(req, "submitted", attempt.attempts, code=reply.code,
+                                             voiceid=reply.voiceid, account=account))
 
     def _after_transient(self, req: VoiceCodeRequest, attempt: Attempt, exc: TransientError, task_id: str | None) -> Done | RetryIn:
         if attempt.attempts >= self.settings.max_attempts:
@@ -94,20 +174,23 @@ class Sender:
         delay = full_jitter(attempt.attempts, self.settings.retry_base, self.settings.retry_cap)
         if attempt.now + delay >= attempt.deadline:
             return self._dead_letter(req, attempt, task_id, "expired", exc.code, exc.msg, str(exc), status="expired")
-        self.requests.release(req.request_id)
+        self.requests.release(req.request_id, submitted=True)
         return RetryIn(delay, str(exc))
 
     def _dead_letter(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, reason: str,
-                     code: int | None, msg: str, detail: str = "", status: str = "dead_lettered") -> Done:
+                     code: int | None, msg: str, detail: str = "", *, status: str = "dead_lettered",
+                     submitted: bool = True, account: str | None = None) -> Done:
+        attempts = attempt.attempts if submitted else attempt.attempts - 1
         letter = DeadLetter(
-            reason=reason, account=req.account, mobile=mask_mobile(req.mobile), attempts=attempt.attempts,
+            reason=reason, account=account or req.account, mobile=mask_mobile(req.mobile), attempts=attempts,
             task_id=task_id, request_id=req.request_id, code=code, msg=msg, detail=detail,
             first_attempt=attempt.first_attempt, last_attempt=attempt.last_attempt,
         )
         replay = {"mobile": req.mobile, "code": req.code, "account": req.account,
                   "request_id": req.request_id, "ttl": req.ttl}
         self.dead_letters.add(letter, replay, payload_expires_at=time.time() + (attempt.deadline - attempt.now))
-        return self._finish(req, make_result(req, status, attempt.attempts, code=code, reason=reason, dead_letter=letter.id))
+        return self._finish(req, make_result(req, status, attempts, code=code, account=account,
+                                             reason=reason, dead_letter=letter.id))
 
     def _finish(self, req: VoiceCodeRequest, result: dict[str, Any]) -> Done:
         self.requests.finish(req.request_id, result)

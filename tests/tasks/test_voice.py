@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support import APIKEY, submits, unique_mobile, wait_for
+from tests.support import SECRETS, submits, unique_mobile, wait_for
 
 RESULT_TIMEOUT = 30
 
@@ -59,6 +59,7 @@ def test_permanent_code_is_dead_lettered_after_one_call(stack, sandbox, code):
     assert (letter.reason, letter.code, letter.account, letter.attempts) == ("permanent", code, "spare", 1)
     assert letter.mobile == "199****" + mobile[-4:] and letter.first_attempt and letter.last_attempt
     assert stack.dead_letters.payload(letter.id)["code"] == "9034"  # what a replay needs, kept apart
+    stack.cli("accounts", "resume", "spare")  # the account-scoped codes pause it
 
 
 def test_expired_code_is_never_sent(stack, sandbox):
@@ -138,6 +139,7 @@ def test_dead_letters_list_replay_purge_through_the_cli(stack, sandbox):
     assert len(json.loads(stack.cli("dead-letters", "list", "--json").stdout)) == 1  # listing does not consume
 
     sandbox.set_account("spare-apiid", balance=10)
+    assert stack.cli("accounts", "resume", "spare").stdout.strip() == "spare: resumed"
     replayed = stack.cli("dead-letters", "replay", letter["id"])
     assert replayed.returncode == 0, replayed.stderr
     task_id = replayed.stdout.split()[-1]
@@ -180,4 +182,4 @@ def test_killed_worker_task_is_requeued_and_sent(stack, sandbox):
 def test_no_secret_in_worker_logs(stack):
     for worker in stack.workers:
         text = worker.text()
-        assert APIKEY not in text
+        assert not [secret for secret in SECRETS if secret in text]

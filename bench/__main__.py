@@ -1,0 +1,48 @@
+"""``python -m bench [--only NAME ...] [--brokers redis rabbitmq]``: run, print a table, write bench/results.json."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+from bench import limits
+from bench.harness import Report, backend_available
+
+SCENARIOS = {
+    "accuracy": limits.accuracy,
+    "fairness": limits.fairness,
+}
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), default=sorted(SCENARIOS))
+    parser.add_argument("--brokers", nargs="*", default=["redis", "rabbitmq"])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
+    args = parser.parse_args()
+    report = Report()
+    for broker in args.brokers:
+        if not backend_available(broker):
+            print(f"skipping {broker}: server unreachable")
+            continue
+        for name in args.only:
+            print(f"{name} on {broker} …", flush=True)
+            SCENARIOS[name](report, broker)
+    info = machine()
+    print(f"\nMachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}\n")
+    print(report.table())
+    report.write(args.out, info)
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

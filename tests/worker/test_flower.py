@@ -1,0 +1,107 @@
+"""Flower, started for real with ``voicecode flower``, watching a worker on the local Redis."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from tests.stacks import redis_stack, start, stop
+from tests.support import ROOT, base_env, unique_mobile, wait_for
+
+AUTH = ("ops", "s3cret-flower")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def flower(sandbox):
+    """(stack, Flower's base URL): a worker, and Flower already capturing its events."""
+    with redis_stack(sandbox, FLOWER_BASIC_AUTH=":".join(AUTH)) as stack:
+        stack.start_worker(concurrency=4)
+        url = f"http://127.0.0.1:{free_port()}"
+        process = start(stack, "flower", "-m", "worker.cli", "flower", "--port", url.rsplit(":", 1)[1])
+        try:
+            wait_for(lambda: _get(url) is not None, 30, 0.2, "Flower to answer")
+            # Flower sees only the events sent after it subscribed: warm up until it has seen a task.
+            def seen() -> bool:
+                task = stack.send(unique_mobile("138"), "4821")
+                return task.get(timeout=10) and wait_for_task(url, task.id, timeout=2, fail=False)
+            wait_for(seen, 30, 0.1, "Flower to see a task")
+            yield stack, url
+        finally:
+            stop(process)
+
+
+def _get(url: str) -> requests.Response | None:
+    try:
+        return requests.get(f"{url}/api/tasks", auth=AUTH, timeout=2)
+    except requests.ConnectionError:
+        return None
+
+
+def wait_for_task(url: str, task_id: str, state: str = "SUCCESS", timeout: float = 10,
+                  fail: bool = True) -> dict | None:
+    """The task as Flower's ``/api/tasks`` lists it, once it is in ``state``."""
+    def listed() -> dict | None:
+        task = requests.get(f"{url}/api/tasks", auth=AUTH, timeout=5).json().get(task_id)
+        return task if task and task["state"] == state else None
+    try:
+        return wait_for(listed, timeout, 0.1, f"task {task_id} {state} in Flower")
+    except AssertionError:
+        if fail:
+            raise
+        return None
+
+
+def test_tasks_are_listed_with_masked_arguments_and_their_states(flower):
+    stack, url = flower
+    mobile, foreign = unique_mobile("138"), unique_mobile("139")
+    sent = {
+        "ours": stack.send(mobile, "4821", account="default", request_id="flower-1"),
+        "foreign": stack.send(foreign, "662091", foreign=True),  # by name, no argsrepr
+        "retried": stack.send(unique_mobile("1990101"), "4821"),  # code 0 once, then sent
+        "dead-lettered": stack.send("19900004030", "4821"),
+    }
+    later = stack.send(unique_mobile("138"), "4821", foreign=True, ttl=60)
+    later_id = stack.client.send_task("send_voice_code", (unique_mobile("138"), "4821"), countdown=60).id
+
+    tasks = {name: wait_for_task(url, r.id) for name, r in sent.items()}
+    assert {t["name"] for t in tasks.values()} == {"send_voice_code"}
+    assert tasks["ours"]["args"] == f"('{mobile[:3]}****{mobile[-4:]}', '****')"
+    assert tasks["ours"]["kwargs"] == "{'account': 'default', 'request_id': 'flower-1'}"
+    assert tasks["foreign"]["args"] == f"('{foreign[:3]}****{foreign[-4:]}', '****')"
+    assert tasks["retried"]["retries"] == 1 and tasks["retried"]["retried"]  # the task-retried event arrived
+    assert "dead_lettered" in tasks["dead-lettered"]["result"]
+    assert wait_for_task(url, later.id)["kwargs"] == "{'ttl': '60'}"
+    waiting = wait_for_task(url, later_id, state="RECEIVED")  # held by the worker until its ETA
+    assert waiting["eta"] and waiting["args"].endswith("'****')")
+
+    listing = requests.get(f"{url}/api/tasks", auth=AUTH, timeout=5).text
+    assert mobile not in listing and foreign not in listing and "662091" not in listing
+
+
+def test_flower_refuses_requests_without_the_password(flower):
+    _, url = flower
+    assert requests.get(f"{url}/api/tasks", timeout=5).status_code == 401
+    assert requests.get(f"{url}/api/tasks", auth=("ops", "wrong"), timeout=5).status_code == 401
+
+
+def test_flower_does_not_start_without_basic_auth(sandbox):
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "flower"], cwd=ROOT, env=base_env(sandbox.url),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1 and "FLOWER_BASIC_AUTH" in done.stderr
+
+
+def test_flower_rejects_a_malformed_basic_auth(sandbox):
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "flower"], cwd=ROOT,
+                          env=base_env(sandbox.url, FLOWER_BASIC_AUTH="no-password"),
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and done.stderr.count("\n") == 1 and "FLOWER_BASIC_AUTH" in done.stderr

@@ -1,0 +1,20 @@
+"""Queues: one per account, so one account's backlog at its rate limit never holds up another's.
+
+``voicecode`` (the default queue) takes tasks from producers that name no queue; every
+worker consumes all of them. Kombu serves a worker's queues round-robin.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kombu import Queue
+
+DEFAULT_QUEUE = "voicecode"
+
+
+def queue_for(account: str) -> str:
+    return f"{DEFAULT_QUEUE}.{account}"
+
+
+def all_queues(accounts: Iterable[str]) -> list[Queue]:
+    return [Queue(DEFAULT_QUEUE), *(Queue(queue_for(name)) for name in accounts)]

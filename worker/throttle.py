@@ -1,0 +1,96 @@
+"""Per-number throttle over several windows (e.g. 1/60s, 5/h, 10/d), pool-wide in Redis.
+
+ihuyi freezes accounts that call one person too often (code 408), so the service limits
+calls per called number itself. Each number has a sliding-window log: one sorted set of
+its recent calls (score = the Redis server's time), trimmed to the longest window. A
+decision is one atomic Lua script, so workers on every host see each other's calls.
+
+Keys hold a hash of the number, never the number itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+
+import redis
+
+from config.settings import Window
+
+# ARGV: record ('1' or '0'), a unique member for this call, then limit, seconds per window.
+# Returns '0' when a call now is within every window (recorded if asked), else the seconds
+# until it would be: for each full window, until enough of its oldest calls have left it.
+_CHECK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local key = KEYS[1]
+local longest = 0
+local retry = 0
+for i = 3, #ARGV, 2 do
+  local limit, seconds = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  if seconds > longest then longest = seconds end
+  local since = '(' .. string.format('%.6f', now - seconds)
+  local excess = redis.call('ZCOUNT', key, since, '+inf') - limit
+  if excess >= 0 then
+    local leaving = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES', 'LIMIT', excess, 1)
+    local wait = tonumber(leaving[2]) + seconds - now
+    if wait > retry then retry = wait end
+  end
+end
+if retry > 0 then return tostring(retry) end
+if ARGV[1] == '1' then
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.6f', now - longest))
+  redis.call('ZADD', key, string.format('%.6f', now), ARGV[2])
+  redis.call('PEXPIRE', key, longest * 1000 + 1000)
+end
+return '0'
+"""
+
+
+def number_key(prefix: str, mobile: str) -> str:
+    """The throttle key of ``mobile``: a SHA-256 prefix, so no number is readable in Redis."""
+    return prefix + hashlib.sha256(mobile.encode("utf-8")).hexdigest()[:24]
+
+
+class MobileThrottle:
+    """Enforces every one of ``windows`` per called number, across the whole pool."""
+
+    def __init__(self, client: redis.Redis, windows: Sequence[Window], prefix: str = "voicecode:throttle:") -> None:
+        self._redis = client
+        self._check = client.register_script(_CHECK)
+        self.windows = tuple(windows)
+        self.prefix = prefix
+        self._window_args = [str(v) for w in self.windows for v in (w.limit, w.seconds)]
+
+    def retry_after(self, mobile: str) -> float:
+        """Seconds until a call to ``mobile`` would be allowed (0.0: now). Records nothing.
+
+        The producer API asks this before enqueueing, to tell the web app's user how long to wait.
+        """
+        return self._run(mobile, record=False)
+
+    def acquire(self, mobile: str) -> float:
+        """Record a call to ``mobile`` and return 0.0 if every window allows it now.
+
+        Otherwise record nothing and return the seconds to wait: a code that was throttled
+        does not use up the number's quota.
+        """
+        return self._run(mobile, record=True)
+
+    def release(self, mobile: str) -> None:
+        """Take back the most recent recorded call to ``mobile``.
+
+        For a Submit that did not go through (e.g. a transient failure to be retried), so
+        retries do not eat the number's quota.
+        """
+        if self.windows:
+            self._redis.zpopmax(number_key(self.prefix, mobile))
+
+    def _run(self, mobile: str, *, record: bool) -> float:
+        if not self.windows:
+            return 0.0
+        reply = self._check(
+            keys=[number_key(self.prefix, mobile)],
+            args=["1" if record else "0", secrets.token_hex(8), *self._window_args],
+        )
+        return float(reply)
