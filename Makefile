@@ -21,7 +21,7 @@ run: $(STAMP) .env
 	@echo "  Flower:  http://127.0.0.1:5555  (user/password: FLOWER_BASIC_AUTH in .env)"
 	@echo "  Try:     $(BIN)/voicecode send 13800138000 4821 --wait 10"
 	@echo "  Or:      $(BIN)/voicecode demo"
-	$(BIN)/honcho -f Procfile.dev start
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -212,7 +212,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         balance_check_seconds=_number(env, "BALANCE_CHECK_SECONDS", "300", float, 1),
         account_probe_seconds=_number(env, "ACCOUNT_PROBE_SECONDS", "60", float, 1),
         flower_basic_auth=auth,
-        state_dir=Path(env.get("VOICECODE_STATE_DIR") or Path.home() / ".local/state/voicecode").expanduser(),
+        state_dir=Path(env.get("VOICECODE_STATE_DIR") or Path.home() / ".local/state/voicecode").expanduser().absolute(),
         visibility_timeout=_number(env, "REDIS_VISIBILITY_TIMEOUT", "120", int, 10),
     )
 
