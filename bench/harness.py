@@ -18,6 +18,10 @@ from ihuyi.sandbox import Sandbox
 from tests.support import Stack, base_env, make_backend, reachable
 
 
+#: The benchmarks' own Redis databases (this one and the next), apart from the tests' 11-13.
+BENCH_REDIS_DB = 14
+
+
 @dataclass
 class Row:
     scenario: str
@@ -71,7 +75,7 @@ def backend_available(name: str) -> bool:
 def bench_stack(backend_name: str, sandbox: Sandbox, accounts: dict[str, dict], **env: str) -> Iterator[Stack]:
     """A flushed backend and the environment for the service; workers are started by the caller."""
     with tempfile.TemporaryDirectory(prefix="vcb-", dir="/tmp") as tmp:
-        backend = make_backend(backend_name, Path(tmp))
+        backend = make_backend(backend_name, Path(tmp), redis_db=BENCH_REDIS_DB)
         backend.flush()
         stack = Stack(backend, base_env(sandbox.url, **backend.env, IHUYI_ACCOUNTS=json.dumps(accounts), **env), Path(tmp))
         try:

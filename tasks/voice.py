@@ -3,21 +3,38 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
+import threading
+import time
 from typing import Any
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore
 from celery.worker.request import Request
 
 from config import get_settings
 from worker import runtime
+from worker.alerts import raise_alert
 from worker.app import app
+from worker.backoff import full_jitter
 from worker.exceptions import InvalidPayload
 from worker.masking import masked_call
 from worker.payload import validate
 from worker.reporting import report_outcome
 from worker.routing import queue_for
 from worker.sending import Park, RetryIn, Slot
+
+
+log = logging.getLogger(__name__)
+
+#: The shared state (Redis) unreachable: retry after full-jitter backoff in [0, min(cap, base * 2**n)].
+STATE_RETRY_BASE, STATE_RETRY_CAP = 0.5, 5.0
+#: At most one ``state_store_unavailable`` alert per process per this many seconds (the
+#: pool-wide dedup lives in the very Redis that is down).
+STATE_ALERT_EVERY = 60.0
+_state_alert_lock = threading.Lock()
+_state_alert_at = [float("-inf")]
 
 
 def _shape(mobile, code, account=None, request_id=None, ttl=None):  # noqa: ANN001 - the wire signature
@@ -44,6 +61,32 @@ def send_voice_code(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
 
 
 def _run(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """One delivery; the shared state unreachable is transient: retried with backoff, never failed.
+
+    No Submit is repeated by this: a Redis error before the Submit means nothing was sent,
+    and after a successful Submit :meth:`Sender._submit` holds until the record is written.
+    """
+    try:
+        return _deliver(self, args, kwargs)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        _state_store_alert(exc)
+        countdown = full_jitter(self.request.retries + 1, STATE_RETRY_BASE, STATE_RETRY_CAP)
+        log.warning("state store unreachable (%s); task %s retried in %.1f s", type(exc).__name__,
+                    self.request.id, countdown)
+        raise self.retry(countdown=countdown, exc=None) from None
+
+
+def _state_store_alert(exc: Exception) -> None:
+    with _state_alert_lock:
+        if time.monotonic() - _state_alert_at[0] < STATE_ALERT_EVERY:
+            return
+        _state_alert_at[0] = time.monotonic()
+    raise_alert("state_store_unavailable", "*", level="error",
+                message=f"the shared state Redis (REDIS_URL) is unreachable ({type(exc).__name__}): "
+                        "sends are retried until it answers; check the Redis server")
+
+
+def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     settings = get_settings()
     sender = runtime.sender()
     try:

@@ -82,7 +82,8 @@ class Backend:
                     pass
 
 
-def make_backend(name: str, tmp: Path) -> Backend:
+def make_backend(name: str, tmp: Path, redis_db: int = 11) -> Backend:
+    """The backend ``name``; ``redis_db`` (and the next one) keep runs that share a Redis apart."""
     if name == "embedded":
         from worker import embedded
 
@@ -90,9 +91,9 @@ def make_backend(name: str, tmp: Path) -> Backend:
         sock = embedded.ensure_running(state_dir)
         return Backend(name, {"VOICECODE_STATE_DIR": str(state_dir)}, f"redis+socket://{sock}", f"unix://{sock}")
     if name == "redis":
-        url = "redis://127.0.0.1:6379/11"
+        url = f"redis://127.0.0.1:6379/{redis_db}"
         return Backend(name, {"CELERY_BROKER_URL": url, "REDIS_URL": url}, url, url)
-    state = "redis://127.0.0.1:6379/12"
+    state = f"redis://127.0.0.1:6379/{redis_db + 1}"
     broker = "amqp://guest:guest@127.0.0.1:5672//"
     return Backend(name, {"CELERY_BROKER_URL": broker, "REDIS_URL": state}, broker, state)
 

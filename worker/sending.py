@@ -12,9 +12,12 @@ per-number throttle, pool-wide per-account rate limit, Submit.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import redis
 
 from config import Account, Settings
 from ihuyi import IhuyiClient, PermanentError, Scope, TransientError
@@ -32,6 +35,8 @@ from worker.throttle import MobileThrottle
 BUSY_POLL_SECONDS = 1.0
 #: A rate-limit wait up to this long is spent in the worker thread; a longer one parks the task.
 MAX_HOLD_SECONDS = 0.5
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -165,8 +170,29 @@ class Sender:
             if exc.scope is Scope.ACCOUNT:
                 self.accounts.pause(account, exc.code, exc.msg)
             return self._dead_letter(req, attempt, task_id, "permanent", exc.code, exc.msg, account=account)
-        return self._finish(req, make_result(req, "submitted", attempt.attempts, code=reply.code,
-                                             voiceid=reply.voiceid, account=account))
+        result = make_result(req, "submitted", attempt.attempts, code=reply.code, voiceid=reply.voiceid,
+                             account=account)
+        return self._finish_submitted(req, result, attempt)
+
+    def _finish_submitted(self, req: VoiceCodeRequest, result: dict[str, Any], attempt: Attempt) -> Done:
+        """Record a Submit ihuyi accepted, holding on while the shared state is unreachable.
+
+        Giving up would retry the task, and the retry would call the person again once the
+        lease ran out. So keep trying until the code's deadline: past it, a retry can only
+        answer ``expired`` and never Submit again.
+        """
+        delay = 0.2
+        give_up_at = time.time() + max(1.0, attempt.deadline - attempt.now)
+        while True:
+            try:
+                return self._finish(req, result)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.time() >= give_up_at:
+                    raise
+                log.warning("request %s submitted but not recorded yet (%s); trying again in %.1f s",
+                            req.request_id, type(exc).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _after_transient(self, req: VoiceCodeRequest, attempt: Attempt, exc: TransientError, task_id: str | None) -> Done | RetryIn:
         if attempt.attempts >= self.settings.max_attempts:

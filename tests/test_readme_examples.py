@@ -1,4 +1,4 @@
-"""The web-app examples of docs/operations.md, executed exactly as written against a real worker.
+"""The web-app examples of README.md, executed exactly as written against a real worker.
 
 Each example runs in a Flask test client in its own process (with the service's
 environment, as the web app would have), so the docs cannot rot.
@@ -16,14 +16,14 @@ import pytest
 from tests.stacks import redis_stack
 from tests.support import ROOT, submits, unique_mobile
 
-DOC = ROOT / "docs" / "operations.md"
+DOC = ROOT / "README.md"
 
 # Runs one example: argv = source, mobile, nonce. Prints one JSON line of what the views answered.
 PRODUCER = """
 import json, sys
 source, mobile, nonce = sys.argv[1:]
 ns = {"__name__": "webapp_producer"}
-exec(compile(source, "docs/operations.md", "exec"), ns)
+exec(compile(source, "README.md", "exec"), ns)
 client = ns["app"].test_client()
 post = lambda **form: (lambda r: [r.status_code, r.get_json()])(client.post("/login/voice-code", data=form))
 from worker.app import app as service
@@ -37,7 +37,7 @@ BY_NAME = """
 import json, sys
 source, mobile, nonce = sys.argv[1:]
 ns = {"__name__": "webapp_by_name"}
-exec(compile(source, "docs/operations.md", "exec"), ns)
+exec(compile(source, "README.md", "exec"), ns)
 client = ns["app"].test_client()
 answers = [client.post("/login/voice-code", data={"mobile": mobile, "nonce": nonce}) for _ in range(2)]
 results = [ns["celery_app"].AsyncResult(a.get_json()["task_id"]).get(timeout=30) for a in answers]
