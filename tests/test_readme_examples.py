@@ -84,5 +84,5 @@ def test_by_name_example_does_not_import_the_project(stack, sandbox):
     out = run(stack, BY_NAME, example("webapp_by_name.py"), mobile)
     assert out["imported"] == []
     assert out["status"] == [202, 202]
-    assert sorted(r["status"] for r in out["results"]) == ["duplicate", "submitted"]  # the same nonce: one call
+    assert sorted(r["status"] for r in out["results"]) == ["duplicate", "submitted"], out  # the same nonce: one call
     assert len(submits(sandbox, mobile)) == 1
