@@ -38,6 +38,11 @@ def create_app() -> Celery:
         broker_transport_options=transport_options,
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
         broker_connection_retry_on_startup=True,
+        # No AMQP heartbeats. With them Celery's main loop also reads the connection task
+        # events go out on, while with the threads pool each pool thread reads that socket for
+        # its event's publisher confirm: the two take each other's frames and the worker hangs.
+        # py-amqp's TCP keepalive (60 s idle, then 9 probes 10 s apart) notices a dead broker.
+        broker_heartbeat=0,
         # Only JSON on the wire: no pickle from foreign producers.
         task_serializer="json",
         result_serializer="json",
@@ -55,6 +60,11 @@ def create_app() -> Celery:
         # I/O-bound work: threads, enough of them to hide ihuyi's latency.
         worker_pool=os.environ.get("WORKER_POOL", "threads"),
         worker_concurrency=int(os.environ.get("WORKER_CONCURRENCY", "32")),
+        # After a broker reconnect Celery lowers the prefetch count and raises it again from
+        # each task's ack callback. With the threads pool that callback runs in a pool thread,
+        # which then sends basic.qos on the channel the main thread reads: both wait for the
+        # same reply and the worker stops consuming. Restore the full prefetch at once instead.
+        worker_enable_prefetch_count_reduction=False,
         # Results are small JSON, useful to the caller for a day.
         result_expires=86400,
         # Task events for Flower: sent, received, started, succeeded, failed, retried.
