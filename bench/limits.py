@@ -48,12 +48,17 @@ def accuracy(report: Report, backend: str, tasks: int = 2000) -> None:
         report.add(name, "sent twice", float(twice), "0", twice == 0)
 
 
-def fairness(report: Report, backend: str, backlog: int = 10_000, others: int = 200) -> None:
+def fairness(report: Report, backend: str, backlog: int = 10_000, others: int = 200, warmup: int = 50) -> None:
     """Account A's backlog at 2/s must not hold up account B; worker memory must stay flat."""
     name = f"fairness/{backend}"
     with Sandbox({a["apiid"]: a["apikey"] for a in FAIRNESS_ACCOUNTS.values()}, latency_ms=20,
                  initial_balance=10**6) as sandbox, bench_stack(backend, sandbox, FAIRNESS_ACCOUNTS) as stack:
         worker = stack.start_worker()
+        idle = rss_mb(worker.process.pid)
+        # Warm up first: the first tasks start the pool's threads, open the connection pools and
+        # import the send path, a one-off cost that is not the backlog's.
+        warm = _enqueue(stack, [unique_mobile("188") for _ in range(warmup)], "B")
+        wait_until(lambda: len({c["mobile"] for c in sandbox.calls("Submit")} & warm.keys()) == warmup, 60, 0.2)
         before = rss_mb(worker.process.pid)
         peak = [before]
         stop = threading.Event()
@@ -70,17 +75,18 @@ def fairness(report: Report, backend: str, backlog: int = 10_000, others: int = 
         for mobile in b_mobiles:  # 50 per second, as the issue says
             sent.update(_enqueue(stack, [mobile], "B"))
             time.sleep(0.02)
-        wait_until(lambda: len([c for c in sandbox.calls("Submit") if c["account"] == "b-apiid"]) >= others, 120, 0.2)
+        wait_until(lambda: len([c for c in sandbox.calls("Submit") if c["mobile"] in sent]) >= others, 120, 0.2)
         stop.set()
         sampler.join()
-        arrived = {c["mobile"]: c["at"] for c in sandbox.calls("Submit") if c["account"] == "b-apiid"}
+        arrived = {c["mobile"]: c["at"] for c in sandbox.calls("Submit") if c["mobile"] in sent}
         latencies = [(arrived[m] - sent[m]) * 1000 for m in b_mobiles if m in arrived]
         p99 = percentile(latencies, 99)
         growth = max(peak) - before
         report.add(name, "B enqueue->Submit p50 (ms)", percentile(latencies, 50))
         report.add(name, "B enqueue->Submit p99 (ms)", p99, "< 500", p99 < 500 and len(latencies) == others)
         report.add(name, "B sent", float(len(latencies)), str(others), len(latencies) == others)
-        report.add(name, "worker RSS growth (MB)", growth, "< 50", growth < 50)
+        report.add(name, "worker RSS idle -> warm (MB)", f"{idle:.1f} -> {before:.1f}")
+        report.add(name, "worker RSS growth from warm, backlog queued (MB)", growth, "< 50", growth < 50)
         a_calls = [c["at"] for c in sandbox.calls("Submit") if c["account"] == "a-apiid"]
         if len(a_calls) > 2:
             report.add(name, "A rate while backlogged (Submits/s)", (len(a_calls) - 2) / (max(a_calls) - min(a_calls)), "<= 2", None)

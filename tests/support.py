@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -201,9 +202,18 @@ def kill_group(process: subprocess.Popen) -> None:
         pass
 
 
+_ISSUED_MOBILES: set[str] = set()
+
+
 def unique_mobile(prefix: str = "139") -> str:
-    """An 11-digit number starting with ``prefix`` (a sandbox magic prefix, or an ordinary one)."""
-    return prefix + str(uuid.uuid4().int)[: 11 - len(prefix)]
+    """An 11-digit number starting with ``prefix`` (a sandbox magic prefix, or an ordinary one),
+    never issued before in this process, so Submit calls counted by number are calls per task."""
+    digits = 11 - len(prefix)
+    while True:
+        mobile = f"{prefix}{secrets.randbelow(10 ** digits):0{digits}d}"
+        if mobile not in _ISSUED_MOBILES:
+            _ISSUED_MOBILES.add(mobile)
+            return mobile
 
 
 def submits(sandbox: Any, mobile: str, since: float = 0.0) -> list[dict]:
