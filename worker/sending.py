@@ -35,8 +35,10 @@ from worker.throttle import MobileThrottle
 BUSY_POLL_SECONDS = 1.0
 #: A rate-limit wait up to this long is spent in the worker thread; a longer one parks the task.
 MAX_HOLD_SECONDS = 0.5
-#: A parked task back this much later than its reserved slot reserves a new one.
-STALE_SLOT_SECONDS = 0.5
+#: A parked task back this much later than its reserved slot reserves a new one. Every slot
+#: used this late can land in the same second as the slots that are on time, so at most
+#: rate x this many Submits go over the rate in any second (4 at 20/s).
+STALE_SLOT_SECONDS = 0.2
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +171,8 @@ class Sender:
                                                  reason="rate_limited_past_ttl"))
         if reservation.wait > MAX_HOLD_SECONDS:
             self.requests.release(req.request_id, submitted=False)
-            return Park(reservation.wait - MAX_HOLD_SECONDS / 2, account, time.time() + reservation.wait)
+            # Back a little early: the re-published task may queue behind others before it runs.
+            return Park(reservation.wait - MAX_HOLD_SECONDS, account, time.time() + reservation.wait)
         time.sleep(reservation.wait)
         return None
 
