@@ -1,6 +1,7 @@
 """The Celery application: every setting in one place, each non-default one explained."""
 from __future__ import annotations
 
+import gc
 import os
 
 from celery import Celery, signals
@@ -79,6 +80,19 @@ def create_app() -> Celery:
 
 
 _movers: list = []
+
+
+@signals.worker_ready.connect
+def _freeze_startup_objects(**_: object) -> None:
+    """Keep the objects of start-up out of the garbage collector's full collections.
+
+    A parked task ends with Celery's ``Ignore``, whose ExceptionInfo copies every frame's code
+    positions into a reference cycle that outlives the young collections. Full
+    collections run only when the old generation grew by a quarter, and start-up makes it
+    large: 10,000 parked tasks held ~60 MB of such garbage at the peak. Frozen start-up
+    objects no longer count, so full collections come soon enough to keep that small.
+    """
+    gc.freeze()
 
 
 @signals.worker_ready.connect
