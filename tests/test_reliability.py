@@ -232,7 +232,8 @@ def statuses(done: dict[str, dict]) -> Counter:
 
 
 KNOWN_REDIS_KILL = pytest.mark.xfail(
-    reason="open (issue 6): on Redis about 1 run in 10 leaves 1 of 150 tasks unfinished after 120 s; cause not found",
+    reason="open (issue 6): about 1 run in 18 loses 1 of 150 tasks: kombu's BRPOP had taken it off the queue "
+           "and the killed worker had not yet recorded it as unacked",
     strict=False)
 
 
