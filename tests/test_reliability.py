@@ -139,6 +139,17 @@ class PrivateRedis:
         self.process.wait(10)
 
 
+@pytest.fixture
+def private(short_tmp: Path) -> Iterator[PrivateRedis]:
+    """A started :class:`PrivateRedis`, killed after the test whatever happened to it."""
+    server = PrivateRedis(short_tmp)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
 def unbind_stale(broker: str) -> None:
     """Drop the bindings of the per-account queues under the default key ``voicecode`` that an
     older worker/routing.py declared: left on a long-lived RabbitMQ they copy every message."""
@@ -313,99 +324,89 @@ def test_rabbitmq_restart_mid_run_loses_nothing():
 
 
 @pytest.mark.slow
-def test_redis_broker_restart_without_persistence(short_tmp):
+def test_redis_broker_restart_without_persistence(private):
     """A Redis broker that restarts empty loses what it held; the worker reconnects by itself."""
     require_servers("redis")
-    private = PrivateRedis(short_tmp)
-    private.start()
-    try:
-        with Sandbox(SANDBOX_ACCOUNTS, latency_ms=200, initial_balance=100000) as box:
-            with scenario_stack("redis-restart", box, broker=private.url, state="redis://127.0.0.1:6379/14",
-                                result=RESULTS_DB) as stack:
-                stack.start_worker(concurrency=10)
-                mobiles = [unique_mobile("138") for _ in range(200)]
-                ids, _ = send_batch(stack, mobiles, ttl=60)
-                wait_for(lambda: len(box.calls("Submit")) >= 40, 30, 0.05, "the run under way")
-                private.kill()
-                time.sleep(2)
-                private.start()
-                later = [unique_mobile("138") for _ in range(20)]
-                later_ids, _ = send_batch(stack, later, ttl=60)
-                later_done = wait_all(RESULTS_DB, later_ids, 60)
-                done = wait_all(RESULTS_DB, ids, 5)
-                counts = submits_by_mobile(box)
-                dupes = sum(n - 1 for n in counts.values() if n > 1)
-                record("redis_broker_restart_no_persistence", tasks=len(ids), final=len(done),
-                       lost=len(ids) - len(done), duplicate_submits=dupes,
-                       sent_after_restart=len(later_ids), final_after_restart=len(later_done))
-                assert len(later_done) == len(later_ids)  # reconnected by itself
-                assert set(statuses(later_done)) == {"submitted"}
-                assert dupes == 0
-                assert all(w.process.poll() is None for w in stack.workers)
-    finally:
-        private.kill()
+    with Sandbox(SANDBOX_ACCOUNTS, latency_ms=200, initial_balance=100000) as box:
+        with scenario_stack("redis-restart", box, broker=private.url, state="redis://127.0.0.1:6379/14",
+                            result=RESULTS_DB) as stack:
+            stack.start_worker(concurrency=10)
+            mobiles = [unique_mobile("138") for _ in range(200)]
+            ids, _ = send_batch(stack, mobiles, ttl=60)
+            wait_for(lambda: len(box.calls("Submit")) >= 40, 30, 0.05, "the run under way")
+            private.kill()
+            time.sleep(2)
+            private.start()
+            later = [unique_mobile("138") for _ in range(20)]
+            later_ids, _ = send_batch(stack, later, ttl=60)
+            later_done = wait_all(RESULTS_DB, later_ids, 60)
+            done = wait_all(RESULTS_DB, ids, 5)
+            counts = submits_by_mobile(box)
+            dupes = sum(n - 1 for n in counts.values() if n > 1)
+            record("redis_broker_restart_no_persistence", tasks=len(ids), final=len(done),
+                   lost=len(ids) - len(done), duplicate_submits=dupes,
+                   sent_after_restart=len(later_ids), final_after_restart=len(later_done))
+            assert len(later_done) == len(later_ids)  # reconnected by itself
+            assert set(statuses(later_done)) == {"submitted"}
+            assert dupes == 0
+            assert all(w.process.poll() is None for w in stack.workers)
 
 
 # -- 3. state store down ------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_state_store_down_for_10_seconds(short_tmp):
+def test_state_store_down_for_10_seconds(private):
     """The state Redis gone for 10 s: tasks wait and retry; none lost, none sent twice, limits held."""
     require_servers("rabbitmq")
-    private = PrivateRedis(short_tmp)
-    private.start()
-    try:
-        with Sandbox(SANDBOX_ACCOUNTS, latency_ms=100, initial_balance=100000) as box:
-            with scenario_stack("state-down", box, broker=amqp_url(),
-                                state=private.url, result=RESULTS_DB) as stack:
-                worker = stack.start_worker(concurrency=4)
-                # 150 on the default account, 4 at a time at 200 ms a Submit: ~8 s of sending, and
-                # 60 on the "slow" account (10/s, burst 2), parked for their slots: the outage falls mid-run.
-                mobiles = [unique_mobile("138") for _ in range(150)]
-                ids, sent_at = send_batch(stack, mobiles, ttl=120)
-                limited = [unique_mobile("139") for _ in range(60)]
-                limited_ids, limited_at = send_batch(stack, limited, account="slow", ttl=120)
-                ids, sent_at = ids + limited_ids, {**sent_at, **limited_at}
-                # A second worker with free threads, on the "spare" account's queue only: the tasks
-                # sent to it during the outage meet the state store down at their first step.
-                spare = stack.start_worker("-Q", "voicecode.spare", concurrency=4)
-                wait_for(lambda: len(box.calls("Submit")) >= 30, 30, 0.05, "the run under way")
-                private.shutdown_saving()
-                down_at = time.time()
-                during_outage = [unique_mobile("137") for _ in range(20)]
-                USED_MOBILES.update(during_outage)
-                for mobile in during_outage:
-                    sent_at[mobile] = time.time()
-                    ids.append(stack.client.send_task("send_voice_code", (mobile, CODES[0]),
-                                                      {"account": "spare", "ttl": 120}, queue="voicecode.spare").id)
-                time.sleep(10 - (time.time() - down_at))
-                private.start()
-                up_at = time.time()
-                done = wait_all(RESULTS_DB, ids, 90)
-                calls = box.calls("Submit")
-                counts = Counter(c["mobile"] for c in calls)
-                dupes = sum(n - 1 for n in counts.values() if n > 1)
-                during = [c for c in calls if down_at + 0.5 < c["at"] < up_at]
-                times = sorted(c["at"] for c in calls if c["account"] == ACCOUNTS["slow"]["apiid"])
-                worst = max(sum(1 for u in times[i:i + 30] if u < t + 1.0) for i, t in enumerate(times))
-                log = worker.text() + spare.text()
-                record("state_store_down", tasks=len(ids), down_s=round(up_at - down_at, 1), final=len(done),
-                       lost=len(ids) - len(done), duplicate_submits=dupes, submits_while_down=len(during),
-                       retried_for_state_store=log.count("state store unreachable"),
-                       held_until_recorded=log.count("submitted but not recorded yet"),
-                       max_submits_in_1s_on_10_per_s_account=worst, statuses=dict(statuses(done)),
-                       alert_raised="ALERT state_store_unavailable" in log)
-                assert len(done) == len(ids)
-                assert set(statuses(done)) <= {"submitted", "duplicate"}, statuses(done)
-                assert dupes == 0
-                assert all(c["at"] <= sent_at[c["mobile"]] + 120 for c in calls)
-                assert worst <= 13  # 10/s with a burst of 2 (+1 for clock skew at the edges)
-                assert "state store unreachable" in log  # the retry path ran
-                assert "ALERT state_store_unavailable" in log
-                assert worker.process.poll() is None and spare.process.poll() is None
-    finally:
-        private.kill()
+    with Sandbox(SANDBOX_ACCOUNTS, latency_ms=100, initial_balance=100000) as box:
+        with scenario_stack("state-down", box, broker=amqp_url(),
+                            state=private.url, result=RESULTS_DB) as stack:
+            worker = stack.start_worker(concurrency=4)
+            # 150 on the default account, 4 at a time at 200 ms a Submit: ~8 s of sending, and
+            # 60 on the "slow" account (10/s, burst 2), parked for their slots: the outage falls mid-run.
+            mobiles = [unique_mobile("138") for _ in range(150)]
+            ids, sent_at = send_batch(stack, mobiles, ttl=120)
+            limited = [unique_mobile("139") for _ in range(60)]
+            limited_ids, limited_at = send_batch(stack, limited, account="slow", ttl=120)
+            ids, sent_at = ids + limited_ids, {**sent_at, **limited_at}
+            # A second worker with free threads, on the "spare" account's queue only: the tasks
+            # sent to it during the outage meet the state store down at their first step.
+            spare = stack.start_worker("-Q", "voicecode.spare", concurrency=4)
+            wait_for(lambda: len(box.calls("Submit")) >= 30, 30, 0.05, "the run under way")
+            private.shutdown_saving()
+            down_at = time.time()
+            during_outage = [unique_mobile("137") for _ in range(20)]
+            USED_MOBILES.update(during_outage)
+            for mobile in during_outage:
+                sent_at[mobile] = time.time()
+                ids.append(stack.client.send_task("send_voice_code", (mobile, CODES[0]),
+                                                  {"account": "spare", "ttl": 120}, queue="voicecode.spare").id)
+            time.sleep(10 - (time.time() - down_at))
+            private.start()
+            up_at = time.time()
+            done = wait_all(RESULTS_DB, ids, 90)
+            calls = box.calls("Submit")
+            counts = Counter(c["mobile"] for c in calls)
+            dupes = sum(n - 1 for n in counts.values() if n > 1)
+            during = [c for c in calls if down_at + 0.5 < c["at"] < up_at]
+            times = sorted(c["at"] for c in calls if c["account"] == ACCOUNTS["slow"]["apiid"])
+            worst = max(sum(1 for u in times[i:i + 30] if u < t + 1.0) for i, t in enumerate(times))
+            log = worker.text() + spare.text()
+            record("state_store_down", tasks=len(ids), down_s=round(up_at - down_at, 1), final=len(done),
+                   lost=len(ids) - len(done), duplicate_submits=dupes, submits_while_down=len(during),
+                   retried_for_state_store=log.count("state store unreachable"),
+                   held_until_recorded=log.count("submitted but not recorded yet"),
+                   max_submits_in_1s_on_10_per_s_account=worst, statuses=dict(statuses(done)),
+                   alert_raised="ALERT state_store_unavailable" in log)
+            assert len(done) == len(ids)
+            assert set(statuses(done)) <= {"submitted", "duplicate"}, statuses(done)
+            assert dupes == 0
+            assert all(c["at"] <= sent_at[c["mobile"]] + 120 for c in calls)
+            assert worst <= 13  # 10/s with a burst of 2 (+1 for clock skew at the edges)
+            assert "state store unreachable" in log  # the retry path ran
+            assert "ALERT state_store_unavailable" in log
+            assert worker.process.poll() is None and spare.process.poll() is None
 
 
 # -- 4. flaky ihuyi -----------------------------------------------------------------------------
