@@ -348,7 +348,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         at = time.time()
-        self._dispatch(at, self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if len(body) < length:
+            # The client went away mid-body (a killed worker): like a real server, nothing is
+            # handled or recorded.
+            self.close_connection = True
+            return
+        self._dispatch(at, body)
 
     def _dispatch(self, at: float, body: bytes) -> None:
         url = urlsplit(self.path)

@@ -242,14 +242,8 @@ def statuses(done: dict[str, dict]) -> Counter:
 # -- 1. worker killed ---------------------------------------------------------------------------
 
 
-KNOWN_REDIS_KILL = pytest.mark.xfail(
-    reason="open (issue 6): about 1 run in 18 loses 1 of 150 tasks: kombu's BRPOP had taken it off the queue "
-           "and the killed worker had not yet recorded it as unacked",
-    strict=False)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("broker", ["rabbitmq", pytest.param("redis", marks=KNOWN_REDIS_KILL)])
+@pytest.mark.parametrize("broker", ["rabbitmq", "redis"])
 def test_worker_killed_with_100_in_flight(broker):
     """SIGKILL a worker with >=100 Submits in flight; a new worker finishes every task in its TTL."""
     require_servers(broker)

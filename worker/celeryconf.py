@@ -20,7 +20,11 @@ def create_app() -> Celery:
     urls = resolve_urls(settings)
     app = Celery("voicecode", include=["tasks.voice", "tasks.balance", "tasks.accounts"])
     transport_options: dict[str, object] = {}
+    broker_transport = None
     if urls.broker.startswith("redis"):
+        # kombu's Redis transport, but taking a message and recording it as unacked in one
+        # step, so a killed worker cannot lose one (see worker/transport.py).
+        broker_transport = "worker.transport:Transport"
         # An unacked message is handed to another worker after this long. Longer than any
         # retry countdown (VOICECODE_RETRY_CAP) so ETA retries do not run twice, and well
         # inside the default 300 s TTL so a killed worker's codes are still sent in time.
@@ -35,6 +39,7 @@ def create_app() -> Celery:
         transport_options["confirm_publish"] = True
     app.conf.update(
         broker_url=urls.broker,
+        broker_transport=broker_transport,
         result_backend=urls.result_backend,
         broker_transport_options=transport_options,
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},

@@ -8,11 +8,13 @@ Sentry logs at WARNING and above plus the outcome and balance lines of worker/re
 and worker/balance.py, alerts (worker/alerts.py) and Crons check-ins (``check_balance`` and
 the other beat entries).
 
-What is never sent: every event, transaction (with its spans), breadcrumb and log goes through
-:class:`Scrubber` first. It drops task arguments wherever they appear (they hold the mobile
-number and the verification code), replaces every configured APIKEY with ``[Filtered]`` and
-masks every mainland mobile number as ``138****8000``. Frames carry no local variables,
-request bodies are never captured and ``send_default_pii`` stays off.
+What is never sent: every event (with its breadcrumbs), transaction (with its spans) and log
+goes through :class:`Scrubber` first. Breadcrumbs leave a process only inside an error event,
+so they are scrubbed there, once, not one by one as they are recorded. The scrubber drops
+task arguments wherever they appear (they hold the mobile number and the verification
+code), replaces every configured APIKEY with ``[Filtered]`` and masks every mainland mobile
+number as ``138****8000``. Frames carry no local variables, request bodies are never
+captured and ``send_default_pii`` stays off.
 
 A slow or dead Sentry never holds up a send: the SDK queues envelopes for one background
 thread per process (at most ``transport_queue_size`` of them; beyond that they are dropped),
@@ -73,12 +75,9 @@ class Scrubber:
             return [self.scrub(v) for v in value]
         return value
 
-    # The SDK's hooks; ``hint`` is unused: it holds the raw objects, which are never sent.
     def event(self, event: Any, hint: Any) -> Any:
+        """The SDK's ``before_send*`` hook. ``hint`` holds the raw objects, which are never sent."""
         return self.scrub(event)
-
-    def breadcrumb(self, crumb: Any, hint: Any) -> Any:
-        return self.scrub(crumb)
 
 
 class ShortTimeoutTransport(HttpTransport):
@@ -127,7 +126,6 @@ def init_sentry(settings: Settings, process: str) -> bool:
         enable_logs=True,
         before_send=scrubber.event,
         before_send_transaction=scrubber.event,
-        before_breadcrumb=scrubber.breadcrumb,
         before_send_log=scrubber.event,
         transport=ShortTimeoutTransport,
         shutdown_timeout=2,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -337,6 +338,17 @@ def test_calls_are_recorded(sb):
     assert over_http == calls
     base = sb.url.split("/webservice/")[0]
     assert len(requests.get(base + "/_sandbox/calls?method=all", timeout=5).json()) == 3
+
+
+def test_a_body_cut_short_is_neither_handled_nor_recorded(sb):
+    host, port = sb.url.split("//")[1].split("/")[0].split(":")
+    path = "/" + sb.url.split("//")[1].split("/", 1)[1]
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(f"POST {path}?method=Submit HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n"
+                     f"Content-Type: application/x-www-form-urlencoded\r\n\r\naccount={APIID}&mobile=138".encode())
+        conn.shutdown(socket.SHUT_WR)
+        assert conn.recv(1024) == b""  # closed without a reply
+    assert sb.calls(None) == []
 
 
 # -- the server ---------------------------------------------------------------------------
