@@ -509,12 +509,20 @@ def _timed_run(box: Sandbox, name: str, n: int, **env: str) -> tuple[float, Coun
         return elapsed, statuses(done)
 
 
+# The default account held to 100 Submits/s: a send rate a production pool is bound by, well
+# inside what one worker's CPU does (about 250/s here, with Sentry).
+RATE_BOUND = {"IHUYI_ACCOUNTS": json.dumps({**ACCOUNTS, "default": {**ACCOUNTS["default"], "rate_limit": "100/s",
+                                                                     "burst": 10}})}
+
+
 @pytest.mark.slow
 def test_hanging_sentry_does_not_slow_sends():
-    """A Sentry that accepts and never answers costs no more than a healthy one; none past its TTL.
+    """A Sentry that accepts and never answers does not slow sends; none past its TTL.
 
-    The SDK's own work per task (transactions, logs, scrubbing) is recorded against a run without
-    Sentry, not asserted: it is the price of reporting, paid whether Sentry answers or not.
+    Rate-bound (the account's limit sets the pace), a hanging Sentry is within 10 % of no
+    Sentry. CPU-bound (no limit), the SDK's own work per task (logs, scrubbing, sampled
+    transactions) is a price paid whether Sentry answers or not: there a hanging Sentry is
+    within 10 % of a healthy one, and the cost against no Sentry is recorded, not asserted.
     """
     require_servers("redis")
     n = 300
@@ -522,24 +530,31 @@ def test_hanging_sentry_does_not_slow_sends():
     runs: list[dict[str, float]] = []
     try:
         with SentryReceiver() as healthy, Sandbox(SANDBOX_ACCOUNTS, initial_balance=100000) as box:
+            scenarios = (("without_sentry_s", {}), ("sentry_healthy_s", {"SENTRY_DSN": healthy.dsn}),
+                         ("sentry_hanging_s", {"SENTRY_DSN": hanging.dsn}),
+                         ("rate_bound_without_sentry_s", RATE_BOUND),
+                         ("rate_bound_sentry_hanging_s", {**RATE_BOUND, "SENTRY_DSN": hanging.dsn}))
             for _ in range(3):
                 run = {}
-                for name, env in (("without_sentry_s", {}), ("sentry_healthy_s", {"SENTRY_DSN": healthy.dsn}),
-                                  ("sentry_hanging_s", {"SENTRY_DSN": hanging.dsn})):
+                for name, env in scenarios:
                     elapsed, status = _timed_run(box, name, n, **env)
                     assert status == Counter({"submitted": n})  # none past its TTL
                     run[name] = round(elapsed, 2)
                 runs.append(run)
-                if run["sentry_hanging_s"] <= run["sentry_healthy_s"] * 1.10:
+                best = {key: min(r[key] for r in runs) for key in runs[0]}
+                hanging_vs_healthy = best["sentry_hanging_s"] / best["sentry_healthy_s"]
+                rate_bound_hanging_vs_without = best["rate_bound_sentry_hanging_s"] / best["rate_bound_without_sentry_s"]
+                if hanging_vs_healthy <= 1.10 and rate_bound_hanging_vs_without <= 1.10:
                     break
-        best = {key: min(r[key] for r in runs) for key in runs[0]}
         record("sentry_hanging", tasks_per_run=n, runs=runs,
-               hanging_vs_healthy=round(best["sentry_hanging_s"] / best["sentry_healthy_s"], 3),
+               rate_bound_hanging_vs_without=round(rate_bound_hanging_vs_without, 3),
+               hanging_vs_healthy=round(hanging_vs_healthy, 3),
                healthy_vs_without=round(best["sentry_healthy_s"] / best["without_sentry_s"], 3),
                connections_held=len(hanging.conns))
         assert hanging.conns, "the SDK never tried the hanging receiver"
         assert healthy.bodies, "the healthy receiver got nothing"
-        assert best["sentry_hanging_s"] <= best["sentry_healthy_s"] * 1.10, runs
+        assert rate_bound_hanging_vs_without <= 1.10, runs
+        assert hanging_vs_healthy <= 1.10, runs
     finally:
         hanging.close()
 

@@ -120,6 +120,9 @@ def init_sentry(settings: Settings, process: str) -> bool:
         environment=settings.sentry_environment,
         release=version,
         traces_sample_rate=settings.sentry_traces_sample_rate,
+        # No sentry-trace and baggage headers on requests to ihuyi: it is not ours to trace,
+        # and baggage would hand it our release, environment and Sentry public key.
+        trace_propagation_targets=[],
         send_default_pii=False,
         include_local_variables=False,
         max_request_body_size="never",

@@ -94,13 +94,19 @@ LEAKY = textwrap.dedent(f"""
 """)
 
 
+def run_with_sentry(script: str, receiver: SentryReceiver) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh interpreter whose settings point Sentry at ``receiver``, every trace sampled."""
+    env = {"IHUYI_ACCOUNTS": json.dumps(ACCOUNTS), "SENTRY_DSN": receiver.dsn, "SENTRY_ENVIRONMENT": "ci",
+           "SENTRY_TRACES_SAMPLE_RATE": "1.0", "VOICECODE_ENV_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_every_channel_is_scrubbed_on_the_wire():
     with SentryReceiver() as receiver:
-        env = {"IHUYI_ACCOUNTS": json.dumps(ACCOUNTS), "SENTRY_DSN": receiver.dsn, "SENTRY_ENVIRONMENT": "ci",
-               "VOICECODE_ENV_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
-        done = subprocess.run([sys.executable, "-c", LEAKY], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=60)
-        assert done.returncode == 0, done.stderr
+        done = run_with_sentry(LEAKY, receiver)
         wait_for(lambda: len(receiver.events()) >= 2 and receiver.transactions() and len(receiver.logs()) >= 2,
                  10, what="events, a transaction and logs")
         wire = b"".join(receiver.bodies)
@@ -116,6 +122,38 @@ def test_every_channel_is_scrubbed_on_the_wire():
     error = next(e for e in receiver.events() if e.get("exception"))
     assert error["exception"]["values"][0]["value"] == f"138****8000 {FILTERED}"
     assert all("vars" not in frame for frame in error["exception"]["values"][0]["stacktrace"]["frames"])
+
+
+# An HTTP request made inside a sampled transaction, as the ihuyi client makes them; prints its headers.
+OUTGOING = textwrap.dedent("""
+    import http.server, json, threading
+    import requests, sentry_sdk
+    from config import get_settings
+    from worker.observability import init_sentry
+
+    seen = []
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(dict(self.headers))
+            self.send_response(204)
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    assert init_sentry(get_settings(), "test")
+    with sentry_sdk.start_transaction(name="outgoing", op="test"):
+        requests.post(f"http://127.0.0.1:{server.server_port}/webservice/voice.php", timeout=5)
+    print(json.dumps(seen))
+""")
+
+
+def test_no_trace_headers_go_to_ihuyi():
+    with SentryReceiver() as receiver:
+        done = run_with_sentry(OUTGOING, receiver)
+    [headers] = json.loads(done.stdout)
+    assert "sentry-trace" not in {name.lower() for name in headers}
+    assert "baggage" not in {name.lower() for name in headers}
 
 
 def test_a_hanging_sentry_does_not_hold_up_sending(sandbox):
