@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import pytest
 from kombu import Connection, Exchange, Queue
 
 from tests.worker.conftest import TEST_DB
-from worker.transport import Transport
+from worker.transport import IDLE_AFTER_SECONDS, IDLE_POLL_SECONDS, POLL_SECONDS, Transport
 
 QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ("vc-a", "vc-b")]
 
@@ -99,3 +100,26 @@ def test_global_keyprefix_is_refused(redis_db):
                     transport_options={"global_keyprefix": "x:"}) as conn:
         with pytest.raises(ValueError, match="global_keyprefix"):
             conn.default_channel
+
+
+def test_empty_queues_are_looked_at_again_only_after_a_pause(connection, redis_db):
+    seen = []
+    channel, _ = consume(connection, lambda body, message: seen.append(body))
+    channel.take_if_due()
+    assert channel.next_take > time.monotonic()  # found empty: not again on the next loop turn
+    publish(connection, QUEUES[0], 1)
+    channel.take_if_due()
+    assert seen == []
+    channel.next_take = 0.0  # the pause is over
+    channel.take_if_due()
+    assert [body["n"] for body in seen] == [0]
+    assert channel.next_take <= time.monotonic()  # busy: on the next turn again
+
+
+def test_a_worker_slows_its_polling_once_idle(connection):
+    channel, _ = consume(connection, lambda body, message: None)
+    now = time.monotonic()
+    channel.last_taken = now
+    assert not channel.idle(now) and connection.transport.cycle.wake_interval() == POLL_SECONDS
+    channel.last_taken = now - IDLE_AFTER_SECONDS
+    assert channel.idle(now) and connection.transport.cycle.wake_interval() == IDLE_POLL_SECONDS
