@@ -585,9 +585,11 @@ BIG = "7" * 1_000_000
 
 @pytest.fixture(scope="module")
 def input_stack():
+    """A worker for the bad-input tests, on a database of its own: it lives until the module ends,
+    and would otherwise take the tasks of the scenarios after it."""
     require_servers("redis")
     with Sandbox(SANDBOX_ACCOUNTS, initial_balance=100000) as box:
-        with scenario_stack("bad-input", box, broker="redis://127.0.0.1:6379/14", state="redis://127.0.0.1:6379/14",
+        with scenario_stack("bad-input", box, broker="redis://127.0.0.1:6379/10", state="redis://127.0.0.1:6379/10",
                             result=RESULTS_DB) as stack:
             stack.start_worker(concurrency=8)
             yield stack
@@ -717,6 +719,7 @@ def test_secrets_never_leak(short_tmp):
     with SentryReceiver() as receiver, Sandbox(SANDBOX_ACCOUNTS, initial_balance=100000) as box:
         with scenario_stack("secrets", box, broker="redis://127.0.0.1:6379/14", state="redis://127.0.0.1:6379/14",
                             result=RESULTS_DB, SENTRY_DSN=receiver.dsn, SENTRY_ENVIRONMENT="test",
+                            SENTRY_TRACES_SAMPLE_RATE="1.0",  # every transaction scanned too
                             FLOWER_BASIC_AUTH=":".join(auth)) as stack:
             stack.start_worker(concurrency=8)
             port = free_port()
