@@ -20,11 +20,7 @@ def create_app() -> Celery:
     urls = resolve_urls(settings)
     app = Celery("voicecode", include=["tasks.voice", "tasks.balance", "tasks.accounts"])
     transport_options: dict[str, object] = {}
-    broker_transport = None
     if urls.broker.startswith("redis"):
-        # kombu's Redis transport, but taking a message and recording it as unacked in one
-        # step, so a killed worker cannot lose one (see worker/transport.py).
-        broker_transport = "worker.transport:Transport"
         # An unacked message is handed to another worker after this long. Longer than any
         # retry countdown (VOICECODE_RETRY_CAP) so ETA retries do not run twice, and well
         # inside the default 300 s TTL so a killed worker's codes are still sent in time.
@@ -39,7 +35,6 @@ def create_app() -> Celery:
         transport_options["confirm_publish"] = True
     app.conf.update(
         broker_url=urls.broker,
-        broker_transport=broker_transport,
         result_backend=urls.result_backend,
         broker_transport_options=transport_options,
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
@@ -114,6 +109,14 @@ def _start_parking_mover(**_: object) -> None:
 def _stop_parking_mover(**_: object) -> None:
     while _movers:
         _movers.pop().stop()
+
+
+@signals.celeryd_init.connect
+def _redis_transport_in_worker(**_: object) -> None:
+    """Workers consume from Redis with worker/transport.py; producers, beat and Flower keep kombu's."""
+    from worker import transport
+
+    transport.install()
 
 
 @signals.celeryd_init.connect

@@ -10,7 +10,8 @@ queues into ``unacked`` in one step, then delivers them. Redis scripts cannot bl
 worker polls: on every loop turn while messages come, every ``POLL_SECONDS`` when the queues
 are empty, every ``IDLE_POLL_SECONDS`` once they have been empty for a second.
 Everything else (acks, rejects, restoring after the visibility timeout, fanout, the
-synchronous ``drain_events`` path used outside a worker) is kombu's own.
+synchronous ``drain_events`` path used outside a worker) is kombu's own. Worker processes
+:func:`install` it (worker/celeryconf.py); producers, beat and Flower keep kombu's.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import logging
 from time import monotonic, time
 from typing import Any
 
+import kombu.transport
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads
@@ -178,6 +180,8 @@ class Transport(kombu_redis.Transport):
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         super().register_with_event_loop(connection, loop)
         cycle = self.cycle
+        if not cycle.on_event_loop:
+            log.info("taking Redis messages with the unacked-first script (worker/transport.py)")
         cycle.on_event_loop = True
         if getattr(cycle, "_wake_tref", None) is not None:
             cycle._wake_tref.cancel()
@@ -188,3 +192,14 @@ class Transport(kombu_redis.Transport):
             cycle._wake_tref = loop.call_later(cycle.wake_interval(), wake)
 
         wake()
+
+
+def install() -> None:
+    """Make this process's ``redis://``, ``rediss://`` and ``redis+socket://`` connections use this transport.
+
+    By name, not with Celery's ``broker_transport``: kombu ignores that for ``redis+socket://``
+    URLs, and Flower reads the broker's kind from a URL that would then name this module.
+    """
+    for alias in ("redis", "rediss"):
+        kombu.transport.TRANSPORT_ALIASES[alias] = f"{__name__}:Transport"
+        kombu.transport._transport_cache.pop(alias, None)  # resolved before install: resolve again

@@ -8,6 +8,7 @@ import time
 import pytest
 from kombu import Connection, Exchange, Queue
 
+from tests.support import unique_mobile
 from tests.worker.conftest import TEST_DB
 from worker.transport import IDLE_AFTER_SECONDS, IDLE_POLL_SECONDS, POLL_SECONDS, Transport
 
@@ -123,3 +124,10 @@ def test_a_worker_slows_its_polling_once_idle(connection):
     assert not channel.idle(now) and connection.transport.cycle.wake_interval() == POLL_SECONDS
     channel.last_taken = now - IDLE_AFTER_SECONDS
     assert channel.idle(now) and connection.transport.cycle.wake_interval() == IDLE_POLL_SECONDS
+
+
+def test_workers_take_with_the_script_on_every_redis_broker(stack):
+    """redis:// and the embedded redis+socket:// broker alike (kombu ignores Celery's broker_transport for the latter)."""
+    stack.send(unique_mobile("138"), "4821").get(timeout=30)
+    uses_script = "unacked-first script" in stack.workers[0].text()
+    assert uses_script == (stack.backend.name != "rabbitmq")
