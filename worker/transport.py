@@ -102,13 +102,14 @@ class Channel(kombu_redis.Channel):
         self.next_take = 0.0
         self.last_taken = monotonic()
         self._take_script: Any = None
+        self._queue_of: dict[tuple[str, ...], dict[str, str]] = {}
 
     def take(self, limit: int) -> int:
         """Move up to ``limit`` messages from the queues to ``unacked`` and deliver them."""
-        queues = self._queue_cycle.consume(len(self.active_queues))
-        queue_of = {self._q_for_pri(queue, pri): queue for queue in queues for pri in self.priority_steps}
-        if not queue_of:
+        queues = tuple(self._queue_cycle.consume(len(self.active_queues)))
+        if not queues:
             return 0
+        queue_of = self._lists_of(queues)
         reply = self._script()(keys=[self.unacked_index_key, self.unacked_key, *queue_of],
                                args=[time(), limit, len(self.priority_steps)])
         for key, raw, tag in zip(reply[0::3], reply[1::3], reply[2::3]):
@@ -130,6 +131,13 @@ class Channel(kombu_redis.Channel):
             interval = IDLE_POLL_SECONDS if self.idle(now) else POLL_SECONDS
             # Less half the shorter period: the timer tick meant to look may come a little early.
             self.next_take = now + interval - POLL_SECONDS / 2
+
+    def _lists_of(self, queues: tuple[str, ...]) -> dict[str, str]:
+        """Each list of ``queues`` (one per priority, in take order) -> its queue; kept per queue order."""
+        if queues not in self._queue_of:
+            self._queue_of[queues] = {self._q_for_pri(queue, pri): queue
+                                      for queue in queues for pri in self.priority_steps}
+        return self._queue_of[queues]
 
     def _script(self) -> Any:
         # One client for every take, renewed when kombu replaces the pool after a disconnect:

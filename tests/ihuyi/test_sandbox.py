@@ -10,6 +10,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -341,10 +342,9 @@ def test_calls_are_recorded(sb):
 
 
 def test_a_body_cut_short_is_neither_handled_nor_recorded(sb):
-    host, port = sb.url.split("//")[1].split("/")[0].split(":")
-    path = "/" + sb.url.split("//")[1].split("/", 1)[1]
-    with socket.create_connection((host, int(port)), timeout=5) as conn:
-        conn.sendall(f"POST {path}?method=Submit HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n"
+    url = urlsplit(sb.url)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as conn:
+        conn.sendall(f"POST {url.path}?method=Submit HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n"
                      f"Content-Type: application/x-www-form-urlencoded\r\n\r\naccount={APIID}&mobile=138".encode())
         conn.shutdown(socket.SHUT_WR)
         assert conn.recv(1024) == b""  # closed without a reply

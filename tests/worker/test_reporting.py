@@ -34,7 +34,8 @@ def receiver():
 @pytest.fixture(scope="module")
 def stack(sandbox, receiver):
     with redis_stack(sandbox, SENTRY_DSN=receiver.dsn, SENTRY_ENVIRONMENT="test", SENTRY_TRACES_SAMPLE_RATE="1.0",
-                     ALERT_DEDUP_SECONDS="600", BALANCE_ALERT_THRESHOLD="5000", BALANCE_CHECK_SECONDS="1", MOBILE_THROTTLE="1/60s") as stack:
+                     ALERT_DEDUP_SECONDS="600", BALANCE_ALERT_THRESHOLD="5000", BALANCE_CHECK_SECONDS="1",
+                     MOBILE_THROTTLE="1/60s") as stack:
         stack.start_worker(concurrency=8)
         stack.start_worker(concurrency=8)
         yield stack

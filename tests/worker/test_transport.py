@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 import pytest
 from kombu import Connection, Exchange, Queue
@@ -29,11 +30,11 @@ def publish(connection: Connection, queue: Queue, count: int) -> None:
                              routing_key=queue.routing_key, declare=[queue])
 
 
-def consume(connection: Connection, callback) -> tuple:
+def consume(connection: Connection, callback) -> Any:
+    """The connection's channel, consuming ``QUEUES`` into ``callback``."""
     channel = connection.default_channel
-    consumer = connection.Consumer(QUEUES, callbacks=[callback], channel=channel)
-    consumer.consume()
-    return channel, consumer
+    connection.Consumer(QUEUES, callbacks=[callback], channel=channel).consume()
+    return channel
 
 
 def test_taken_messages_are_recorded_as_unacked_before_delivery(connection, redis_db):
@@ -49,7 +50,7 @@ def test_taken_messages_are_recorded_as_unacked_before_delivery(connection, redi
         assert redis_db.zscore("unacked_index", message.delivery_tag) is not None
         seen.append(message)
 
-    channel, _ = consume(connection, on_message)
+    channel = consume(connection, on_message)
     assert channel.take(4) == 4
     assert sorted(m.payload["queue"] for m in seen) == ["vc-a", "vc-a", "vc-b", "vc-b"]  # fair across queues
     assert [m.payload["n"] for m in seen if m.payload["queue"] == "vc-a"] == [0, 1]  # in order
@@ -67,7 +68,7 @@ def test_a_worker_dying_right_after_the_take_loses_nothing(connection, redis_db)
     def die(body, message):
         raise KeyboardInterrupt
 
-    channel, _ = consume(connection, die)
+    channel = consume(connection, die)
     with pytest.raises(KeyboardInterrupt):
         channel.take(1)
     assert redis_db.llen("vc-a") == 0 and redis_db.hlen("unacked") == 1
@@ -80,7 +81,7 @@ def test_a_worker_dying_right_after_the_take_loses_nothing(connection, redis_db)
 
 
 def test_an_empty_take_delivers_nothing(connection, redis_db):
-    channel, _ = consume(connection, lambda body, message: pytest.fail("nothing to deliver"))
+    channel = consume(connection, lambda body, message: pytest.fail("nothing to deliver"))
     assert channel.take(10) == 0
 
 
@@ -88,7 +89,7 @@ def test_an_unreadable_message_is_dropped_with_a_log_line_without_its_content(co
     publish(connection, QUEUES[1], 1)
     redis_db.rpush("vc-b", b'{"properties": {"delivery_tag": "bad"}, "body": "\xff 13800138000')
     seen = []
-    channel, _ = consume(connection, lambda body, message: seen.append(body))
+    channel = consume(connection, lambda body, message: seen.append(body))
     with caplog.at_level(logging.ERROR, logger="worker.transport"):
         assert channel.take(10) == 2
     assert [body["n"] for body in seen] == [0]
@@ -105,7 +106,7 @@ def test_global_keyprefix_is_refused(redis_db):
 
 def test_empty_queues_are_looked_at_again_only_after_a_pause(connection, redis_db):
     seen = []
-    channel, _ = consume(connection, lambda body, message: seen.append(body))
+    channel = consume(connection, lambda body, message: seen.append(body))
     channel.take_if_due()
     assert channel.next_take > time.monotonic()  # found empty: not again on the next loop turn
     publish(connection, QUEUES[0], 1)
@@ -118,7 +119,7 @@ def test_empty_queues_are_looked_at_again_only_after_a_pause(connection, redis_d
 
 
 def test_a_worker_slows_its_polling_once_idle(connection):
-    channel, _ = consume(connection, lambda body, message: None)
+    channel = consume(connection, lambda body, message: None)
     now = time.monotonic()
     channel.last_taken = now
     assert not channel.idle(now) and connection.transport.cycle.wake_interval() == POLL_SECONDS
