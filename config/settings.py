@@ -6,15 +6,27 @@ points turn it into one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_API_URL = "http://api.voice.ihuyi.com/webservice/voice.php"
 DEFAULT_ACCOUNT = "default"
+#: The longest a code may stay valid, in seconds: the bound on ``VOICE_CODE_TTL`` and on a request's ``ttl``.
+MAX_TTL = 86400
+#: Pools that work when chosen in the configuration. gevent and eventlet must monkey-patch
+#: before anything else is imported, which Celery does only for ``--pool`` on its command line.
+WORKER_POOLS = ("threads", "prefork", "solo")
+#: The most calls a rate, a burst or a throttle window may count.
+_MAX_COUNT = 1_000_000
+#: The longest per-number throttle window, in seconds.
+_MAX_WINDOW = 30 * 86400
 
 
 class ConfigError(ValueError):
@@ -23,6 +35,7 @@ class ConfigError(ValueError):
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -83,8 +96,12 @@ class Settings:
     balance_check_seconds: float
     account_probe_seconds: float
     flower_basic_auth: str | None
+    flower_port: int
+    flower_address: str
     state_dir: Path
     visibility_timeout: int
+    worker_pool: str
+    worker_concurrency: int
 
     @property
     def embedded(self) -> bool:
@@ -92,22 +109,35 @@ class Settings:
         return not (self.broker_url or self.redis_url)
 
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|m|h)\s*$")
+# Digits capped so that int() stays cheap; the bounds are checked after.
+_RATE = re.compile(r"\s*(\d{1,9})\s*/\s*(s|m|h)\s*", re.ASCII)
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_WINDOW = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|m|h|d)\s*$")
+_WINDOW = re.compile(r"\s*(\d{1,9})\s*/\s*(\d{0,9})\s*(s|m|h|d)\s*", re.ASCII)
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Flower splits FLOWER_BASIC_AUTH at commas into several user:password credentials.
+_CREDENTIAL = re.compile(r"[^:,\s]+:[^,\s]+")
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+# Sentry refuses environments with white space or slashes, or longer than 64 characters.
+_SENTRY_ENVIRONMENT = re.compile(r"[^\s/]{1,64}")
+
+
+def _shown(value: object) -> str:
+    """``value``'s repr cut to a length that keeps an error message on one short line."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def parse_rate(variable: str, text: str, burst: object = None) -> Rate:
     """Parse ``N/s``, ``N/m`` or ``N/h``; the burst defaults to one second's worth (at least 1)."""
-    match = _RATE.match(str(text))
-    if not match or int(match[1]) <= 0:
-        raise ConfigError(variable, f"expected a rate like 10/s or 600/m, got {text!r}")
+    match = _RATE.fullmatch(str(text))
+    if not match or not 1 <= int(match[1]) <= _MAX_COUNT:
+        raise ConfigError(variable, f"expected a rate like 10/s or 600/m, at most {_MAX_COUNT} calls, got {_shown(text)}")
     limit, period = int(match[1]), _PERIODS[match[2]]
     if burst is None:
         burst = max(1, int(limit / period))
-    if not isinstance(burst, int) or isinstance(burst, bool) or burst <= 0:
-        raise ConfigError(variable, f"burst must be a positive integer, got {burst!r}")
+    if not isinstance(burst, int) or isinstance(burst, bool) or not 1 <= burst <= _MAX_COUNT:
+        raise ConfigError(variable, f"burst must be a whole number from 1 to {_MAX_COUNT}, got {_shown(burst)}")
     return Rate(limit, period, burst)
 
 
@@ -115,30 +145,49 @@ def parse_throttle(variable: str, text: str) -> tuple[Window, ...]:
     """Parse per-number windows such as ``1/60s,5/h,10/d``; an empty value turns throttling off."""
     windows = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        match = _WINDOW.match(part)
-        if not match or int(match[1]) <= 0 or match[2] == "0":
-            raise ConfigError(variable, f"expected windows like 1/60s,5/h,10/d, got {part!r}")
-        seconds = int(match[2] or 1) * _WINDOW_UNITS[match[3]]
-        windows.append(Window(int(match[1]), seconds))
+        match = _WINDOW.fullmatch(part)
+        if not match:
+            raise ConfigError(variable, f"expected windows like 1/60s,5/h,10/d, got {_shown(part)}")
+        window = Window(int(match[1]), int(match[2] or 1) * _WINDOW_UNITS[match[3]])
+        if not (1 <= window.limit <= _MAX_COUNT and 1 <= window.seconds <= _MAX_WINDOW):
+            raise ConfigError(variable, f"a window counts 1 to {_MAX_COUNT} calls over 1 s to 30 d, got {_shown(part)}")
+        windows.append(window)
     return tuple(sorted(windows, key=lambda w: w.seconds))
 
 
-def _number(env: Mapping[str, str], variable: str, default: str, kind: type, minimum: float):
-    raw = env.get(variable) or default
+def parse_number(variable: str, raw: str, kind: type[int] | type[float], minimum: float, maximum: float) -> Any:
+    """``raw`` as a ``kind`` from ``minimum`` to ``maximum``; nan and the infinities are never numbers here."""
     try:
         value = kind(raw)
     except ValueError:
-        noun = "an integer" if kind is int else "a number"
-        raise ConfigError(variable, f"expected {noun}, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(variable, f"must be at least {minimum}, got {raw!r}")
+        raise ConfigError(variable, f"expected {'an integer' if kind is int else 'a number'}, got {_shown(raw)}") from None
+    if not math.isfinite(value):
+        raise ConfigError(variable, f"expected a finite number, got {_shown(raw)}")
+    if not minimum <= value <= maximum:
+        raise ConfigError(variable, f"must be from {minimum} to {maximum}, got {_shown(raw)}")
     return value
 
 
-def _choice(env: Mapping[str, str], variable: str, default: str, choices: tuple[str, ...]) -> str:
+def parse_host(variable: str, text: str) -> str:
+    """An IP address or a host name to listen on."""
+    host = text.strip()
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        if _HOSTNAME.fullmatch(host):
+            return host
+    raise ConfigError(variable, f"expected an IP address or a host name, got {_shown(text)}")
+
+
+def _number(env: Mapping[str, str], variable: str, default: str, kind: type[int] | type[float],
+            minimum: float, maximum: float) -> Any:
+    return parse_number(variable, env.get(variable) or default, kind, minimum, maximum)
+
+
+def _choice(env: Mapping[str, str], variable: str, default: str, choices: tuple[str, ...], note: str = "") -> str:
     value = (env.get(variable) or default).strip().lower()
     if value not in choices:
-        raise ConfigError(variable, f"must be one of {', '.join(choices)}, got {value!r}")
+        raise ConfigError(variable, f"must be one of {', '.join(choices)}{note}, got {_shown(value)}")
     return value
 
 
@@ -147,6 +196,52 @@ def _url(env: Mapping[str, str], variable: str, schemes: tuple[str, ...]) -> str
     if value and not value.startswith(tuple(f"{s}://" for s in schemes)):
         raise ConfigError(variable, f"must start with one of {', '.join(schemes)}://")
     return value or None
+
+
+def _sentry_dsn(env: Mapping[str, str]) -> str | None:
+    """The DSN, checked the way the SDK will read it, so a bad one stops start-up rather than each worker."""
+    dsn = (env.get("SENTRY_DSN") or "").strip()
+    if not dsn:
+        return None
+    from sentry_sdk.utils import Dsn
+
+    try:
+        Dsn(dsn)
+    except ValueError:  # the SDK's BadDsn, or a port that is not a number; neither message shows the key
+        raise ConfigError("SENTRY_DSN", "expected a Sentry DSN like https://key@o0.ingest.sentry.io/0") from None
+    return dsn
+
+
+def _sentry_environment(env: Mapping[str, str]) -> str:
+    value = (env.get("SENTRY_ENVIRONMENT") or "").strip() or "production"
+    if not _SENTRY_ENVIRONMENT.fullmatch(value):
+        raise ConfigError("SENTRY_ENVIRONMENT", "must be 1 to 64 characters without spaces or slashes")
+    return value
+
+
+def _basic_auth(env: Mapping[str, str]) -> str | None:
+    """``user:password``, or several separated by commas; never shown in an error."""
+    auth = (env.get("FLOWER_BASIC_AUTH") or "").strip()
+    if auth and not all(_CREDENTIAL.fullmatch(part) for part in auth.split(",")):
+        raise ConfigError("FLOWER_BASIC_AUTH", "expected user:password, or user1:pass1,user2:pass2 (a password has no comma or space)")
+    return auth or None
+
+
+def _table_account(name: str, spec: object, default_rate: Rate) -> Account:
+    """One entry of ``IHUYI_ACCOUNTS``; its fallback is checked once every account is known."""
+    where = f"account {_shown(name)}"
+    if not _ACCOUNT_NAME.fullmatch(name):
+        raise ConfigError("IHUYI_ACCOUNTS", f"{where}: a name is 1 to 64 of A-Z a-z 0-9 _ . -")
+    if not isinstance(spec, dict) or not all(isinstance(spec.get(k), str) and spec[k].strip() for k in ("apiid", "apikey")):
+        raise ConfigError("IHUYI_ACCOUNTS", f"{where} needs non-empty apiid and apikey strings")
+    unknown = set(spec) - {"apiid", "apikey", "rate_limit", "burst", "fallback"}
+    if unknown:
+        raise ConfigError("IHUYI_ACCOUNTS", f"{where} has unknown keys {_shown(sorted(unknown))}")
+    fallback = spec.get("fallback")
+    if fallback is not None and not isinstance(fallback, str):
+        raise ConfigError("IHUYI_ACCOUNTS", f"{where}: fallback must be an account name")
+    rate = parse_rate("IHUYI_ACCOUNTS", spec.get("rate_limit", str(default_rate)), spec.get("burst"))
+    return Account(name, spec["apiid"].strip(), spec["apikey"].strip(), rate, fallback)
 
 
 def _accounts(env: Mapping[str, str], default_rate: Rate) -> dict[str, Account]:
@@ -164,57 +259,64 @@ def _accounts(env: Mapping[str, str], default_rate: Rate) -> dict[str, Account]:
             raise ConfigError("IHUYI_ACCOUNTS", f"not valid JSON ({exc.msg} at char {exc.pos})") from None
         if not isinstance(table, dict):
             raise ConfigError("IHUYI_ACCOUNTS", "must be a JSON object of name -> account")
-        for name, spec in table.items():
-            where = f"account {name!r}"
-            if not isinstance(spec, dict) or not spec.get("apiid") or not spec.get("apikey"):
-                raise ConfigError("IHUYI_ACCOUNTS", f"{where} needs non-empty apiid and apikey")
-            unknown = set(spec) - {"apiid", "apikey", "rate_limit", "burst", "fallback"}
-            if unknown:
-                raise ConfigError("IHUYI_ACCOUNTS", f"{where} has unknown keys {sorted(unknown)}")
-            rate = parse_rate("IHUYI_ACCOUNTS", spec.get("rate_limit", str(default_rate)), spec.get("burst"))
-            accounts[name] = Account(name, str(spec["apiid"]), str(spec["apikey"]), rate, spec.get("fallback"))
+        accounts.update((name, _table_account(name, spec, default_rate)) for name, spec in table.items())
     for account in accounts.values():
         if account.fallback is not None and (account.fallback not in accounts or account.fallback == account.name):
-            raise ConfigError("IHUYI_ACCOUNTS", f"account {account.name!r} names unknown fallback {account.fallback!r}")
+            raise ConfigError("IHUYI_ACCOUNTS", f"account {account.name!r} names unknown fallback {_shown(account.fallback)}")
     if not accounts:
         raise ConfigError("IHUYI_APIID", "no ihuyi account configured: set IHUYI_APIID and IHUYI_APIKEY, or IHUYI_ACCOUNTS")
     return accounts
+
+
+def _check_together(settings: Settings) -> None:
+    """The bounds that tie one variable to another."""
+    if settings.retry_base > settings.retry_cap:
+        raise ConfigError("VOICECODE_RETRY_BASE", f"must not exceed VOICECODE_RETRY_CAP ({settings.retry_cap:g}), got {settings.retry_base:g}")
+    redis_broker = settings.broker_url is None or settings.broker_url.startswith("redis")
+    if redis_broker and settings.retry_cap >= settings.visibility_timeout:
+        # Redis hands an unacked message to another worker after the visibility timeout:
+        # a retry counting down for longer would run twice.
+        raise ConfigError("VOICECODE_RETRY_CAP", f"must be below REDIS_VISIBILITY_TIMEOUT ({settings.visibility_timeout}) "
+                                                 f"with a Redis broker, got {settings.retry_cap:g}")
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate :class:`Settings` from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
     default_rate = parse_rate("IHUYI_RATE_LIMIT", env.get("IHUYI_RATE_LIMIT") or "10/s")
-    auth = (env.get("FLOWER_BASIC_AUTH") or "").strip() or None
-    if auth is not None and not re.match(r"^[^:\s]+:\S+$", auth):
-        raise ConfigError("FLOWER_BASIC_AUTH", "expected user:password")
-    api_url = _url(env, "IHUYI_API_URL", ("http", "https")) or DEFAULT_API_URL
-    return Settings(
+    settings = Settings(
         broker_url=_url(env, "CELERY_BROKER_URL", ("redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp")),
         result_backend=_url(env, "CELERY_RESULT_BACKEND", ("redis", "rediss", "redis+socket")),
         redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
-        api_url=api_url,
+        api_url=_url(env, "IHUYI_API_URL", ("http", "https")) or DEFAULT_API_URL,
         accounts=_accounts(env, default_rate),
         password_mode=_choice(env, "IHUYI_PASSWORD_MODE", "dynamic", ("dynamic", "apikey")),
         reply_format=_choice(env, "IHUYI_REPLY_FORMAT", "xml", ("xml", "json")),
-        connect_timeout=_number(env, "IHUYI_CONNECT_TIMEOUT", "3.05", float, 0.01),
-        read_timeout=_number(env, "IHUYI_READ_TIMEOUT", "10", float, 0.01),
-        code_ttl=_number(env, "VOICE_CODE_TTL", "300", int, 1),
-        max_attempts=_number(env, "VOICECODE_MAX_ATTEMPTS", "6", int, 1),
-        retry_base=_number(env, "VOICECODE_RETRY_BASE", "1", float, 0),
-        retry_cap=_number(env, "VOICECODE_RETRY_CAP", "30", float, 0),
+        connect_timeout=_number(env, "IHUYI_CONNECT_TIMEOUT", "3.05", float, 0.01, 60),
+        read_timeout=_number(env, "IHUYI_READ_TIMEOUT", "10", float, 0.01, 300),
+        code_ttl=_number(env, "VOICE_CODE_TTL", "300", int, 1, MAX_TTL),
+        max_attempts=_number(env, "VOICECODE_MAX_ATTEMPTS", "6", int, 1, 100),
+        retry_base=_number(env, "VOICECODE_RETRY_BASE", "1", float, 0, 3600),
+        retry_cap=_number(env, "VOICECODE_RETRY_CAP", "30", float, 0, 3600),
         mobile_throttle=parse_throttle("MOBILE_THROTTLE", env.get("MOBILE_THROTTLE", "1/60s,5/h,10/d")),
-        sentry_dsn=(env.get("SENTRY_DSN") or "").strip() or None,
-        sentry_environment=(env.get("SENTRY_ENVIRONMENT") or "production").strip(),
-        sentry_traces_sample_rate=_number(env, "SENTRY_TRACES_SAMPLE_RATE", "0.1", float, 0),
-        alert_dedup_seconds=_number(env, "ALERT_DEDUP_SECONDS", "3600", int, 1),
-        balance_alert_threshold=_number(env, "BALANCE_ALERT_THRESHOLD", "100", int, 0),
-        balance_check_seconds=_number(env, "BALANCE_CHECK_SECONDS", "300", float, 1),
-        account_probe_seconds=_number(env, "ACCOUNT_PROBE_SECONDS", "60", float, 1),
-        flower_basic_auth=auth,
+        sentry_dsn=_sentry_dsn(env),
+        sentry_environment=_sentry_environment(env),
+        sentry_traces_sample_rate=_number(env, "SENTRY_TRACES_SAMPLE_RATE", "0.1", float, 0, 1),
+        alert_dedup_seconds=_number(env, "ALERT_DEDUP_SECONDS", "3600", int, 1, 30 * 86400),
+        balance_alert_threshold=_number(env, "BALANCE_ALERT_THRESHOLD", "100", int, 0, 10**9),
+        balance_check_seconds=_number(env, "BALANCE_CHECK_SECONDS", "300", float, 1, 86400),
+        account_probe_seconds=_number(env, "ACCOUNT_PROBE_SECONDS", "60", float, 1, 86400),
+        flower_basic_auth=_basic_auth(env),
+        flower_port=_number(env, "FLOWER_PORT", "5555", int, 1, 65535),
+        flower_address=parse_host("FLOWER_ADDRESS", env.get("FLOWER_ADDRESS") or "127.0.0.1"),
         state_dir=Path(env.get("VOICECODE_STATE_DIR") or Path.home() / ".local/state/voicecode").expanduser().absolute(),
-        visibility_timeout=_number(env, "REDIS_VISIBILITY_TIMEOUT", "120", int, 10),
+        visibility_timeout=_number(env, "REDIS_VISIBILITY_TIMEOUT", "120", int, 10, MAX_TTL),
+        worker_pool=_choice(env, "WORKER_POOL", "threads", WORKER_POOLS,
+                            " (gevent and eventlet only as --pool on the celery command line)"),
+        worker_concurrency=_number(env, "WORKER_CONCURRENCY", "32", int, 1, 1000),
     )
+    _check_together(settings)
+    return settings
 
 
 @functools.cache

@@ -29,6 +29,8 @@ class CodeInfo:
 
 
 SUCCESS = 2
+#: ihuyi refused the Submit and placed no call.
+SUBMIT_FAILED = 0
 
 CODES: dict[int, CodeInfo] = {
     info.code: info

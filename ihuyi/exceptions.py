@@ -1,7 +1,8 @@
 """Every way an ihuyi call can fail, as a small hierarchy.
 
     IhuyiError
-    ├── TransientError      worth retrying: network, timeout, HTTP 5xx, unparseable reply, code 0
+    ├── TransientError      worth retrying: network, timeout, deadline, HTTP 5xx, unparseable
+    │                       reply, code 0; ``sent`` says whether ihuyi may have acted on it
     └── PermanentError      never retried: every other documented (or undocumented) code
 
 Messages never contain the APIKEY, the mobile number or the verification code.
@@ -21,7 +22,17 @@ class IhuyiError(Exception):
 
 
 class TransientError(IhuyiError):
-    """The call may succeed if tried again later."""
+    """The call may succeed if tried again later.
+
+    ``sent`` is False only when ihuyi certainly placed no call: no connection was made
+    (refused, DNS failure, connect timeout) or it answered code 0 (submit failed). After
+    anything else (a timeout or reset once the request went out, HTTP 5xx, an unreadable
+    reply, the deadline cutting a reply short) a call may have been placed: True.
+    """
+
+    def __init__(self, message: str, code: int | None = None, msg: str = "", *, sent: bool = True) -> None:
+        super().__init__(message, code, msg)
+        self.sent = sent
 
 
 class PermanentError(IhuyiError):

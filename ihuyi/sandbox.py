@@ -25,15 +25,22 @@ when they succeed):
 Faults F: 0 reply code 0 (提交失败); 1 HTTP 500 with an HTML body; 2 connection reset, no
 reply at all; 3 a reply slowed by ``slow_ms`` (the call is still placed, and billed: the
 client has timed out by then); 4 an HTTP 200 body that is neither XML nor JSON; 5 the first
-half of a success reply.
+half of a success reply; 6 drip: the status line and headers at once, then the body one
+byte every ``drip_ms`` (with ``drip_headers``, the whole reply one byte at a time from the
+status line's first; the call is placed); 7 hang: the status line and headers with the
+body's true Content-Length, then nothing for ``slow_ms``, then the body (the call is
+placed); 8 an HTTP 200 reply whose code has 5,000 digits; 9 the undocumented code 9999 with
+the raw request (the form body, or a GET's query string) echoed as its msg, password and
+all, as a careless gateway might.
 
 Every Submit and GetNum call is recorded as ``{"method", "account", "mobile", "content",
 "at", "reply"}`` where ``reply`` is the code or the fault's name (``http500``, ``reset``,
-``slow``, ``garbage``, ``truncated``). The same control is offered over HTTP, for tests in
-other processes: ``GET /_sandbox/calls?method=Submit`` (``method=all`` for every call),
-``POST /_sandbox/reset`` and ``POST /_sandbox/account`` with a JSON body
-``{"apiid": ..., "balance": N, "frozen": bool, "forced_code": int | null}`` (absent keys
-unchanged). ``latency_ms`` delays every API reply, not the control ones.
+``slow``, ``garbage``, ``truncated``, ``drip``, ``hang``, ``huge_code``, ``echo``). The same
+control is offered over HTTP, for tests in other processes: ``GET /_sandbox/calls?method=Submit``
+(``method=all`` for every call), ``POST /_sandbox/reset`` and ``POST /_sandbox/account`` with a
+JSON body ``{"apiid": ..., "balance": N, "frozen": bool, "forced_code": int | null}`` (absent
+keys unchanged). ``latency_ms`` delays every API reply, not the control ones. ``stop()`` ends
+every reply still waiting or dripping at once.
 
 Nothing is logged: mobile numbers and codes stay in memory.
 """
@@ -52,6 +59,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import EllipsisType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import escape
 
 PATH = "/webservice/voice.php"
 FIRST_VOICEID = 60495654
@@ -87,6 +95,9 @@ _XML = (
     "<{key}>{value}</{key}>\n"
     "</{root}>"
 )
+# What json.dumps(..., ensure_ascii=False) writes, with room for a code too long for int().
+_JSON = '{{"code": {code}, "msg": {msg}, {key}: {value}}}'
+_HUGE_CODE = "9" * 5000
 _HTML_500 = (
     b"<html><head><title>500 Internal Server Error</title></head>"
     b"<body><h1>Internal Server Error</h1></body></html>"
@@ -97,9 +108,11 @@ _MOBILE = re.compile(r"1[3-9][0-9]{9}")
 _CONTENT = re.compile(r"[0-9]{4,6}")
 _TIME = re.compile(r"[0-9]{10}")
 _FIXED = re.compile(r"1990000([0-9]{4})")
-_FLAKY = re.compile(r"19901([0-5])([0-9])[0-9]{4}")
-_BROKEN = re.compile(r"19902([0-5])0[0-9]{4}")
-_FAULTS = {1: "http500", 2: "reset", 3: "slow", 4: "garbage", 5: "truncated"}
+_FLAKY = re.compile(r"19901([0-9])([0-9])[0-9]{4}")
+_BROKEN = re.compile(r"19902([0-9])0[0-9]{4}")
+_FAULTS = {1: "http500", 2: "reset", 3: "slow", 4: "garbage", 5: "truncated", 6: "drip", 7: "hang",
+           8: "huge_code", 9: "echo"}
+_PLACED = {"slow", "drip", "hang"}  # faults after which the call is still made
 _CONTROL_TYPES = {"balance": (int, type(None)), "frozen": (bool, type(None)),
                   "forced_code": (int, type(None))}
 
@@ -108,11 +121,13 @@ def _md5(*parts: str) -> str:
     return hashlib.md5("".join(parts).encode("utf-8")).hexdigest()
 
 
-def _render(fmt: str, root: str, code: int, msg: str, key: str, value: str) -> tuple[bytes, str]:
+def _render(fmt: str, root: str, code: int | str, msg: str, key: str, value: str) -> tuple[bytes, str]:
+    """A reply's bytes and Content-Type; ``code`` may be a string of digits."""
     if fmt == "json":
-        body = json.dumps({"code": code, "msg": msg, key: value}, ensure_ascii=False)
+        body = _JSON.format(code=code, msg=json.dumps(msg, ensure_ascii=False), key=json.dumps(key),
+                            value=json.dumps(value, ensure_ascii=False))
         return body.encode("utf-8"), "application/json"
-    body = _XML.format(root=root, code=code, msg=msg, key=key, value=value)
+    body = _XML.format(root=root, code=code, msg=escape(msg), key=key, value=value)
     return body.encode("utf-8"), "text/xml; charset=utf-8"
 
 
@@ -127,11 +142,14 @@ class Sandbox:
         port: int = 0,
         latency_ms: int = 0,
         slow_ms: int = 15000,
+        drip_ms: int = 2000,
+        drip_headers: bool = False,
         initial_balance: int = 1000,
     ) -> None:
         self._accounts = dict(accounts)
         self._host, self._port = host, port
         self.latency_ms, self.slow_ms = latency_ms, slow_ms
+        self.drip_ms, self.drip_headers = drip_ms, drip_headers
         self._initial_balance = initial_balance
         self._lock = threading.Lock()
         self._calls: list[dict[str, Any]] = []
@@ -144,6 +162,7 @@ class Sandbox:
         self._connections = 0  # TCP connections accepted so far
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -151,6 +170,7 @@ class Sandbox:
         """Bind and serve in a daemon thread."""
         if self._server is not None:
             raise RuntimeError("sandbox already started")
+        self._stopping.clear()
         self._server = _Server((self._host, self._port), self)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="ihuyi-sandbox", daemon=True
@@ -159,9 +179,10 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        """Stop serving and drop the open keep-alive connections."""
+        """Stop serving, end the replies in progress and drop the open keep-alive connections."""
         if self._server is None:
             return
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         with self._lock:
@@ -288,7 +309,7 @@ class Sandbox:
         if fault == 0:
             return 0, "0", None
         name = _FAULTS.get(fault)
-        if name and name != "slow":
+        if name and name not in _PLACED:
             return 0, "0", name
         if not _MOBILE.fullmatch(mobile):
             code = 406
@@ -301,6 +322,10 @@ class Sandbox:
         self._balances[account] -= 1
         self._next_voiceid += 1
         return 2, str(self._next_voiceid - 1), name
+
+    def _idle(self, ms: int) -> bool:
+        """Wait ``ms`` milliseconds, or less if the sandbox stops: then True, drop the reply."""
+        return self._stopping.wait(ms / 1000)
 
     def _opened(self, conn: socket.socket) -> None:
         with self._lock:
@@ -363,7 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
         route = (self.command, url.path)
         if url.path == PATH:
             form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-            self._voice(at, query | {k: v[0] for k, v in form.items()})
+            self._voice(at, query | {k: v[0] for k, v in form.items()}, body or url.query.encode())
         elif route == ("GET", "/_sandbox/calls"):
             method = query.get("method", "Submit")
             self._json(200, self.server.sandbox.calls(None if method == "all" else method))
@@ -375,7 +400,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": "not found"})
 
-    def _voice(self, at: float, params: dict[str, str]) -> None:
+    def _voice(self, at: float, params: dict[str, str], raw: bytes) -> None:
         sandbox = self.server.sandbox
         p = {k: params.get(k, "") for k in ("account", "password", "mobile", "content", "time")}
         fmt = "json" if params.get("format", "").lower() == "json" else "xml"
@@ -390,14 +415,14 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"error": "unknown method"})
             return
-        time.sleep(sandbox.latency_ms / 1000)
+        if sandbox._idle(sandbox.latency_ms) or fault == "slow" and sandbox._idle(sandbox.slow_ms):
+            self.close_connection = True
+            return
         if fault == "reset":
             self.close_connection = True
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             return
-        if fault == "slow":
-            time.sleep(sandbox.slow_ms / 1000)
         body, ctype = _render(fmt, root, code, msg, key, value)
         if fault == "http500":
             self._send(500, "text/html; charset=utf-8", _HTML_500)
@@ -406,8 +431,42 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "truncated":
             body = _render(fmt, root, 2, MESSAGES[2], key, str(FIRST_VOICEID))[0]
             self._send(200, ctype, body[: len(body) // 2])
+        elif fault == "drip":
+            self._drip(ctype, body)
+        elif fault == "hang":
+            self._hang(ctype, body)
+        elif fault == "huge_code":
+            self._send(200, ctype, _render(fmt, root, _HUGE_CODE, UNKNOWN, key, "0")[0])
+        elif fault == "echo":
+            self._send(200, ctype, _render(fmt, root, 9999, raw.decode("utf-8", "replace"), key, "0")[0])
         else:
             self._send(200, ctype, body)
+
+    def _head(self, ctype: str, length: int) -> bytes:
+        """The status line and headers of a 200 reply, as bytes to write at any pace."""
+        return (f"{self.protocol_version} 200 OK\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {length}\r\n\r\n").encode("latin-1")
+
+    def _drip(self, ctype: str, body: bytes) -> None:
+        """The reply one byte every drip_ms: the body, or everything with drip_headers."""
+        sandbox = self.server.sandbox
+        reply = self._head(ctype, len(body)) + body
+        at_once = 0 if sandbox.drip_headers else len(reply) - len(body)
+        self.wfile.write(reply[:at_once])
+        for i in range(at_once, len(reply)):
+            if sandbox._idle(sandbox.drip_ms):
+                self.close_connection = True
+                return
+            self.wfile.write(reply[i : i + 1])
+
+    def _hang(self, ctype: str, body: bytes) -> None:
+        """The status line and headers, then nothing for slow_ms, then the body."""
+        sandbox = self.server.sandbox
+        self.wfile.write(self._head(ctype, len(body)))
+        if sandbox._idle(sandbox.slow_ms):
+            self.close_connection = True
+            return
+        self.wfile.write(body)
 
     def _set_account(self, body: bytes) -> None:
         try:
@@ -441,13 +500,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve(
     accounts: dict[str, str], host: str, port: int, latency_ms: int, slow_ms: int,
-    initial_balance: int,
+    initial_balance: int, drip_ms: int = 2000, drip_headers: bool = False,
 ) -> None:
     """Serve until SIGINT or SIGTERM (the ``voicecode sandbox`` command)."""
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     with Sandbox(accounts, host=host, port=port, latency_ms=latency_ms, slow_ms=slow_ms,
-                 initial_balance=initial_balance) as sandbox:
+                 drip_ms=drip_ms, drip_headers=drip_headers, initial_balance=initial_balance) as sandbox:
         print(f"ihuyi sandbox listening on {sandbox.url}", flush=True)
         stopping.wait()

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 from celery import Task
-from celery.exceptions import Ignore, InvalidTaskError
+from celery.exceptions import Ignore
 from celery.worker.request import Request
 
 from config import get_settings
@@ -23,7 +23,7 @@ from worker.masking import masked_call
 from worker.payload import validate
 from worker.reporting import report_outcome
 from worker.routing import queue_for
-from worker.sending import Park, RetryIn, Slot
+from worker.sending import Park, RetryIn
 
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,13 @@ _SIGNATURE = inspect.signature(_shape)
 
 
 class MaskedRequest(Request):
-    """A request whose argsrepr/kwargsrepr are masked whatever the producer sent, for events and logs."""
+    """A request whose argsrepr/kwargsrepr are masked whatever the producer sent, for events and logs.
+
+    Its message was checked by worker/consumer.py: args is a list and kwargs an object.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # A foreign producer's body that is not ``[args, kwargs, embed]`` made Celery raise a
-        # ValueError here that no consumer handler catches: the worker shut down, and met the
-        # same message again on restart. As InvalidTaskError, SafeConsumer dead-letters it.
-        try:
-            super().__init__(*args, **kwargs)
-        except (ValueError, TypeError) as exc:
-            raise InvalidTaskError(f"task message body is not [args, kwargs, embed] ({type(exc).__name__})") from None
-        if not isinstance(self._args, (list, tuple)) or not isinstance(self._kwargs, dict):
-            raise InvalidTaskError("task message args is not a list or kwargs not an object")
+        super().__init__(*args, **kwargs)
         self._argsrepr, self._kwargsrepr = masked_call(self._args, self._kwargs)
 
 
@@ -113,9 +108,7 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         return sender.reject_invalid(bound["mobile"], exc, task_id=self.request.id, request_id=bound.get("request_id")).result
     if not req.request_id:
         req = dataclasses.replace(req, request_id=self.request.id)
-    slot = getattr(self.request, "voicecode_slot", None)
-    outcome = sender.send(req, task_id=self.request.id, enqueued_at=getattr(self.request, "enqueued_at", None),
-                          slot=Slot(**slot) if isinstance(slot, dict) else None)
+    outcome = sender.send(req, task_id=self.request.id, enqueued_at=getattr(self.request, "enqueued_at", None))
     if isinstance(outcome, RetryIn):
         raise self.retry(countdown=outcome.seconds, exc=None, **_masked_reprs(self))
     if isinstance(outcome, Park):
@@ -123,8 +116,7 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
             "task_id": self.request.id,
             "args": [req.mobile, req.code],
             "kwargs": {"account": req.account, "request_id": req.request_id, "ttl": req.ttl},
-            "headers": {"enqueued_at": getattr(self.request, "enqueued_at", None),
-                        "voicecode_slot": {"account": outcome.account, "at": outcome.slot_at}},
+            "headers": {"enqueued_at": getattr(self.request, "enqueued_at", None)},
             "queue": queue_for(req.account),
         })
         raise Ignore()  # acked, no state stored: the parked copy (same task id) will finish it

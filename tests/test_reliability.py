@@ -700,7 +700,109 @@ def test_any_message_on_the_queue_ends_in_a_final_state(input_stack, batch):
     keep_logs(stack, "bad-input")
 
 
-# -- 7. secrets ---------------------------------------------------------------------------------
+# -- 7. a hostile ihuyi: replies that drip, hang or make no sense ----------------------------------
+
+
+def _tail() -> str:
+    return str(uuid.uuid4().int)[:4]
+
+
+#: base_env's timeouts: one Submit attempt lasts at most connect + read = 2 s, whatever ihuyi does.
+ATTEMPT_SECONDS = 2.0
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    """A sandbox that drips its replies 1 byte every 0.5 s (under the 1 s read timeout), one 8-thread worker.
+
+    On a database of its own: it lives until the module ends, beside the scenarios on 14.
+    """
+    require_servers("redis")
+    with Sandbox(SANDBOX_ACCOUNTS, slow_ms=60000, drip_ms=500, initial_balance=100000) as box:
+        with scenario_stack("hostile", box, broker="redis://127.0.0.1:6379/7", state="redis://127.0.0.1:6379/7",
+                            result=RESULTS_DB, IHUYI_PASSWORD_MODE="apikey") as stack:
+            stack.start_worker(concurrency=8)
+            yield box, stack
+
+
+def _submit_times(box: Sandbox, mobile: str) -> list[float]:
+    return sorted(c["at"] for c in box.calls("Submit") if c["mobile"] == mobile)
+
+
+@pytest.mark.parametrize("fault", [6, 7], ids=["drip", "hang after headers"])
+def test_a_reply_that_never_finishes_is_abandoned_at_the_attempts_deadline(hostile, fault):
+    box, stack = hostile
+    mobile = f"19901{fault}1{_tail()}"  # the first reply drips (or hangs), the second is normal
+    USED_MOBILES.add(mobile)
+    result = stack.send(mobile, CODES[0], ttl=60).get(timeout=30)
+    assert (result["status"], result["attempts"]) == ("submitted", 2)
+    first, second = _submit_times(box, mobile)
+    assert second - first <= ATTEMPT_SECONDS + 0.4 + 1.0  # the attempt's deadline, the longest backoff, slack
+
+
+def test_no_submit_after_the_codes_deadline(hostile):
+    box, stack = hostile
+    mobiles = [f"1990260{_tail()}" for _ in range(4)]
+    USED_MOBILES.update(mobiles)
+    tasks = [stack.send(m, CODES[2], ttl=5) for m in mobiles]
+    last_enqueued = time.time()  # every deadline is at most this + 5 s
+    results = [t.get(timeout=30) for t in tasks]
+    assert {r["status"] for r in results} <= {"expired", "dead_lettered"}
+    times = [at for m in mobiles for at in _submit_times(box, m)]
+    assert len(times) >= 2 * len(mobiles) and max(times) < last_enqueued + 5
+
+
+def test_a_reply_code_of_5000_digits_is_retried_not_failed(hostile):
+    box, stack = hostile
+    mobile = f"1990181{_tail()}"
+    USED_MOBILES.add(mobile)
+    result = stack.send(mobile, CODES[0], ttl=60).get(timeout=30)
+    assert (result["status"], result["attempts"]) == ("submitted", 2)
+
+
+def test_a_reply_that_echoes_the_request_leaves_no_apikey_in_the_dead_letter(hostile):
+    box, stack = hostile
+    mobile = f"1990290{_tail()}"
+    USED_MOBILES.add(mobile)
+    result = stack.send(mobile, CODES[0], ttl=60).get(timeout=30)
+    assert result["status"] == "dead_lettered"
+    listing = stack.cli("dead-letters", "list", "--json").stdout
+    assert result["dead_letter"] in listing
+    assert not [s for s in SECRETS if s in listing] and mobile not in listing
+
+
+def test_dripping_replies_leave_threads_for_new_codes(hostile):
+    box, stack = hostile
+    dripping = [f"1990260{_tail()}" for _ in range(16)]  # always drip: twice the worker's threads
+    USED_MOBILES.update(dripping)
+    for mobile in dripping:
+        stack.send(mobile, CODES[1], ttl=10)  # gone soon after: the module's later tests
+    wait_for(lambda: sum(c["mobile"] in dripping for c in box.calls("Submit")) >= 8, 10, what="threads busy")
+    mobile = unique_mobile("138")
+    USED_MOBILES.add(mobile)
+    assert stack.send(mobile, CODES[0], ttl=60).get(timeout=10)["status"] == "submitted"
+
+
+@pytest.mark.slow
+def test_a_redelivery_while_the_first_attempt_still_reads_does_not_call_twice():
+    """Redis redelivers at 10 s an attempt that may last 15 s: the lease makes the copy wait."""
+    require_servers("redis")
+    with Sandbox(SANDBOX_ACCOUNTS, drip_ms=2000, initial_balance=1000) as box:
+        with scenario_stack("redelivery", box, broker="redis://127.0.0.1:6379/14",
+                            state="redis://127.0.0.1:6379/14", result=RESULTS_DB,
+                            IHUYI_READ_TIMEOUT="14", REDIS_VISIBILITY_TIMEOUT="10") as stack:
+            stack.start_worker(concurrency=4)
+            stack.start_worker(concurrency=4)
+            mobile = f"1990161{_tail()}"
+            USED_MOBILES.add(mobile)
+            result = stack.send(mobile, CODES[0], ttl=120).get(timeout=40)
+            assert result["status"] in {"submitted", "duplicate"}
+            first, second = _submit_times(box, mobile)
+            # The second Submit only once the first attempt was cut at its 15 s deadline.
+            assert 15 <= second - first <= 15 + 0.4 + 2
+
+
+# -- 8. secrets ---------------------------------------------------------------------------------
 
 
 def _leaks(text: str, where: str, codes: tuple[str, ...] = CODES) -> list[str]:

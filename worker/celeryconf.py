@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gc
-import os
 
 from celery import Celery, signals
 
@@ -59,8 +58,8 @@ def create_app() -> Celery:
         # Unreadable messages are dead-lettered, and never logged with their bodies.
         worker_consumer="worker.consumer:SafeConsumer",
         # I/O-bound work: threads, enough of them to hide ihuyi's latency.
-        worker_pool=os.environ.get("WORKER_POOL", "threads"),
-        worker_concurrency=int(os.environ.get("WORKER_CONCURRENCY", "32")),
+        worker_pool=settings.worker_pool,
+        worker_concurrency=settings.worker_concurrency,
         # After a broker reconnect Celery lowers the prefetch count and raises it again from
         # each task's ack callback. With the threads pool that callback runs in a pool thread,
         # which then sends basic.qos on the channel the main thread reads: both wait for the

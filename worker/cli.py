@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import NoReturn, TypeVar
 
 from config import ConfigError, get_settings
+from config.settings import MAX_TTL, parse_host, parse_number
+
+T = TypeVar("T")
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -103,17 +107,17 @@ def _sandbox(args: argparse.Namespace) -> int:
     from ihuyi.sandbox import serve
 
     accounts = {a.apiid: a.apikey for a in get_settings().accounts.values()}
-    serve(accounts, args.host, args.port, args.latency_ms, args.slow_ms, args.balance)
+    serve(accounts, args.host, args.port, args.latency_ms, args.slow_ms, args.balance, drip_ms=args.drip_ms)
     return 0
 
 
 def _flower(args: argparse.Namespace) -> int:
-    auth = get_settings().flower_basic_auth
-    if not auth:
+    settings = get_settings()
+    if not settings.flower_basic_auth:
         return _fail("FLOWER_BASIC_AUTH is not set: Flower shows every task, so it never runs without a password")
-    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.app", "flower",
-                               f"--basic-auth={auth}", f"--port={args.port}", f"--address={args.address}"])
-    return 0
+    from worker.flower import run
+
+    run(settings.flower_basic_auth, args.port or settings.flower_port, args.address or settings.flower_address)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -127,8 +131,36 @@ def _fail(message: str) -> int:
     return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported as one line on stderr like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"voicecode: {message}\n")
+
+
+def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` from one of config's parsers: its problem becomes the argument's error."""
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.problem) from None
+    return convert
+
+
+def _bounded(kind: type[int] | type[float], minimum: float, maximum: float) -> Callable[[str], int | float]:
+    """A finite ``kind`` from ``minimum`` to ``maximum``, by the rules every numeric setting follows."""
+    return _checked(functools.partial(parse_number, "", kind=kind, minimum=minimum, maximum=maximum))
+
+
+_PORT = _bounded(int, 1, 65535)
+# A wait, like a code, is pointless past the longest TTL.
+_SECONDS = _bounded(float, 0.01, MAX_TTL)
+_MILLISECONDS = _bounded(int, 0, 600_000)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="voicecode", description="Send voice verification codes through ihuyi.")
+    parser = _Parser(prog="voicecode", description="Send voice verification codes through ihuyi.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     send = sub.add_parser("send", help="enqueue one voice code")
@@ -136,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("code")
     send.add_argument("--account")
     send.add_argument("--request-id")
-    send.add_argument("--ttl", type=int)
-    send.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the result and print it as JSON")
+    send.add_argument("--ttl", type=_bounded(int, 1, MAX_TTL), metavar="SECONDS")
+    send.add_argument("--wait", type=_SECONDS, metavar="SECONDS", help="wait for the result and print it as JSON")
     send.set_defaults(run=_send)
 
     balance = sub.add_parser("balance", help="ask ihuyi for the remaining balance")
@@ -164,19 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox = sub.add_parser("sandbox", help="run the local ihuyi simulator")
     sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8099)
-    sandbox.add_argument("--latency-ms", type=int, default=0)
-    sandbox.add_argument("--slow-ms", type=int, default=15000, help="how long the slow-reply magic numbers take")
+    sandbox.add_argument("--port", type=_PORT, default=8099)
+    sandbox.add_argument("--latency-ms", type=_MILLISECONDS, default=0)
+    sandbox.add_argument("--slow-ms", type=_MILLISECONDS, default=15000, help="how long the slow-reply magic numbers take")
+    sandbox.add_argument("--drip-ms", type=_MILLISECONDS, default=2000, help="the dripping replies' pace, per byte")
     sandbox.add_argument("--balance", type=int, default=1000, help="starting balance of every account")
     sandbox.set_defaults(run=_sandbox)
 
     flower = sub.add_parser("flower", help="run Flower, behind FLOWER_BASIC_AUTH")
-    flower.add_argument("--port", type=int, default=int(os.environ.get("FLOWER_PORT", "5555")))
-    flower.add_argument("--address", default=os.environ.get("FLOWER_ADDRESS", "127.0.0.1"))
+    flower.add_argument("--port", type=_PORT, help="default FLOWER_PORT")
+    flower.add_argument("--address", type=_checked(functools.partial(parse_host, "")), help="default FLOWER_ADDRESS")
     flower.set_defaults(run=_flower)
 
     demo = sub.add_parser("demo", help="send a scripted set through every outcome and print a table")
-    demo.add_argument("--timeout", type=float, default=120)
+    demo.add_argument("--timeout", type=_SECONDS, default=120)
     demo.set_defaults(run=_demo)
     return parser
 

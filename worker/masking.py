@@ -18,13 +18,15 @@ def masked_call(args: Any, kwargs: Any) -> tuple[str, str]:
     """``argsrepr`` and ``kwargsrepr`` for a ``send_voice_code`` call, as Flower will show them.
 
     Works on whatever a foreign producer sent: mobile (first) and code (second) are masked,
-    every other argument is shown only by its type, except the harmless account and ttl.
+    every other argument is shown only by its type, except the harmless account and ttl, and
+    a keyword this task does not take only by its position (its name could be anything).
     """
     args = list(args) if isinstance(args, (list, tuple)) else []
     kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
     shown_args = [_mask_field(name, value) for name, value in zip(_FIELDS, args)]
     shown_args += ["…"] * (len(args) - len(_FIELDS))
-    shown_kwargs = {str(name)[:32]: _mask_field(str(name), value) for name, value in kwargs.items()}
+    shown_kwargs = {name if name in _FIELDS else f"<keyword {i}>": _mask_field(str(name), value)
+                    for i, (name, value) in enumerate(kwargs.items(), 1)}
     return repr(tuple(shown_args)), repr(shown_kwargs)
 
 

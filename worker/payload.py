@@ -5,13 +5,18 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from config.settings import MAX_TTL
 from worker.exceptions import InvalidPayload
 from worker.masking import mask_mobile
 
-_MOBILE = re.compile(r"1[3-9]\d{9}")
+# ASCII digits only: Python's \d also matches Arabic-Indic and full-width digits.
+_MOBILE = re.compile(r"1[3-9][0-9]{9}")
 _CODE = re.compile(r"[0-9]{4,6}")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
-MAX_TTL = 86400
+# What a person may type around a number: ASCII white space and dashes.
+_MOBILE_SEPARATORS = re.compile(r"[\s-]", re.ASCII)
+#: The longest mobile input looked at; a longer one is refused, never cut.
+MAX_MOBILE_INPUT = 64
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,9 @@ def normalise_mobile(mobile: object) -> str:
     """A mainland China mobile number as 11 digits; ``+86``/``86`` prefixes, spaces and dashes are dropped."""
     if not isinstance(mobile, str):
         raise InvalidPayload("mobile", f"must be a string, got {type(mobile).__name__}")
-    digits = re.sub(r"[\s-]", "", mobile[:64])
+    if len(mobile) > MAX_MOBILE_INPUT:
+        raise InvalidPayload("mobile", f"must be at most {MAX_MOBILE_INPUT} characters")
+    digits = _MOBILE_SEPARATORS.sub("", mobile)
     if digits.startswith("+86"):
         digits = digits[3:]
     elif digits.startswith("86") and len(digits) == 13:

@@ -9,7 +9,7 @@ from worker.deadletters import DeadLetterStore
 from worker.idempotency import IdempotencyStore
 from worker.parking import ParkingLot
 from worker.ratelimit import RateLimiter
-from worker.sending import Sender
+from worker.sending import Sender, lease_seconds
 from worker.state import state_redis
 from worker.throttle import MobileThrottle
 
@@ -17,10 +17,9 @@ from worker.throttle import MobileThrottle
 @functools.cache
 def sender() -> Sender:
     settings = get_settings()
-    lease = settings.connect_timeout + settings.read_timeout + 5
     return Sender(
         settings,
-        IdempotencyStore(state_redis(), lease_seconds=lease),
+        IdempotencyStore(state_redis(), lease_seconds=lease_seconds(settings)),
         dead_letters(),
         account_states(),
         throttle(),

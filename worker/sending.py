@@ -25,7 +25,7 @@ from worker.accounts import AccountStates
 from worker.backoff import full_jitter
 from worker.deadletters import DeadLetter, DeadLetterStore
 from worker.exceptions import InvalidPayload
-from worker.idempotency import Attempt, IdempotencyStore
+from worker.idempotency import Attempt, IdempotencyStore, Slot
 from worker.masking import mask_mobile
 from worker.payload import VoiceCodeRequest
 from worker.ratelimit import RateLimiter
@@ -33,6 +33,8 @@ from worker.throttle import MobileThrottle
 
 #: How often a request another worker is sending is looked at again.
 BUSY_POLL_SECONDS = 1.0
+#: The idempotency lease outlasts the longest Submit attempt (the client's total deadline) by this much.
+LEASE_MARGIN_SECONDS = 5.0
 #: A rate-limit wait up to this long is spent in the worker thread; a longer one parks the task.
 MAX_HOLD_SECONDS = 0.5
 #: A parked task back this much later than its reserved slot reserves a new one. Every slot
@@ -60,19 +62,9 @@ class RetryIn:
 
 @dataclass(frozen=True)
 class Park:
-    """Come back in ``seconds``; a Submit slot on ``account`` is reserved for ``slot_at`` (epoch)."""
+    """Come back in ``seconds``: a Submit slot is reserved for then, kept in the request's record."""
 
     seconds: float
-    account: str
-    slot_at: float
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A rate-limit slot reserved before the task was parked."""
-
-    account: str
-    at: float
 
 
 def make_result(req: VoiceCodeRequest, status: str, attempts: int, *, code: int | None = None,
@@ -98,6 +90,11 @@ def client_for(settings: Settings, account: Account) -> IhuyiClient:
     )
 
 
+def lease_seconds(settings: Settings) -> float:
+    """How long an attempt holds its request: the rate-limit hold, the whole Submit, and a margin."""
+    return 2 * MAX_HOLD_SECONDS + settings.connect_timeout + settings.read_timeout + LEASE_MARGIN_SECONDS
+
+
 class Sender:
     """Everything one worker process needs to send: settings, clients and the shared state."""
 
@@ -111,8 +108,7 @@ class Sender:
         self.limiter = limiter
         self.clients = {name: client_for(settings, account) for name, account in settings.accounts.items()}
 
-    def send(self, req: VoiceCodeRequest, *, task_id: str | None, enqueued_at: float | None = None,
-             slot: Slot | None = None) -> Done | RetryIn | Park:
+    def send(self, req: VoiceCodeRequest, *, task_id: str | None, enqueued_at: float | None = None) -> Done | RetryIn | Park:
         attempt = self.requests.begin(req.request_id, req.ttl, enqueued_at)
         if attempt.state == "done":
             stored = attempt.result or {}
@@ -121,7 +117,8 @@ class Sender:
             return RetryIn(min(attempt.wait, BUSY_POLL_SECONDS), "another worker holds this request")
         if attempt.state == "expired":
             return self._finish(req, make_result(req, "expired", attempt.attempts))
-        if slot is None:
+        slot = attempt.slot
+        if slot is None or slot.account not in self.settings.accounts:
             account_or_done = self._usable_account(req, attempt, task_id)
             if isinstance(account_or_done, Done):
                 return account_or_done
@@ -155,7 +152,7 @@ class Sender:
 
     def _pass_limits(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str) -> Done | Park | None:
         """Per-number throttle, then the account's rate limit; None means: send now."""
-        retry_after = self.throttle.acquire(req.mobile)
+        retry_after = self.throttle.acquire(req.mobile, req.request_id)
         if retry_after > 0:
             return self._dead_letter(req, attempt, task_id, "throttled", None, "",
                                      f"number called too often; retry after {retry_after:.0f} s", submitted=False)
@@ -166,27 +163,37 @@ class Sender:
         reservation = self.limiter.reserve(account, self.settings.accounts[account].rate,
                                            max_wait=attempt.deadline - attempt.now)
         if not reservation.granted:
-            self.throttle.release(req.mobile)
+            self.throttle.release(req.mobile, req.request_id)
             return self._finish(req, make_result(req, "expired", attempt.attempts - 1, account=account,
                                                  reason="rate_limited_past_ttl"))
         if reservation.wait > MAX_HOLD_SECONDS:
-            self.requests.release(req.request_id, submitted=False)
+            self.requests.release(req.request_id, attempt, sent=False,
+                                  slot=Slot(account, time.time() + reservation.wait))
             # Back a little early: the re-published task may queue behind others before it runs.
-            return Park(reservation.wait - MAX_HOLD_SECONDS, account, time.time() + reservation.wait)
+            return Park(reservation.wait - MAX_HOLD_SECONDS)
         time.sleep(reservation.wait)
         return None
 
     def _submit(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str) -> Done | RetryIn:
+        claim = self.requests.claim(req.request_id, attempt)
+        if claim.state != "go":
+            self.throttle.release(req.mobile, req.request_id)
+            if claim.state == "lost":
+                return RetryIn(BUSY_POLL_SECONDS, "another attempt took this request over")
+            return self._finish(req, make_result(req, "expired", attempt.attempts - 1, account=account))
         try:
-            reply = self.clients[account].submit(req.mobile, req.code)
+            reply = self.clients[account].submit(req.mobile, req.code, timeout=claim.remaining)
         except TransientError as exc:
-            self.throttle.release(req.mobile)
             return self._after_transient(req, attempt, exc, task_id)
         except PermanentError as exc:
             self.accounts.record_code(account, exc.code)
             if exc.scope is Scope.ACCOUNT:
                 self.accounts.pause(account, exc.code, exc.msg)
             return self._dead_letter(req, attempt, task_id, "permanent", exc.code, exc.msg, account=account)
+        except Exception as exc:  # noqa: BLE001 - whatever the reply did, the request must end final or retried
+            log.error("ihuyi Submit for request %s failed unexpectedly (%s)", req.request_id, type(exc).__name__)
+            return self._after_transient(req, attempt, TransientError(f"ihuyi Submit failed ({type(exc).__name__})"),
+                                         task_id)
         result = make_result(req, "submitted", attempt.attempts, code=reply.code, voiceid=reply.voiceid,
                              account=account)
         return self._finish_submitted(req, result, attempt)
@@ -212,12 +219,14 @@ class Sender:
                 delay = min(delay * 2, 5.0)
 
     def _after_transient(self, req: VoiceCodeRequest, attempt: Attempt, exc: TransientError, task_id: str | None) -> Done | RetryIn:
+        if not exc.sent:  # ihuyi cannot have called the person: the number's quota is given back
+            self.throttle.release(req.mobile, req.request_id)
         if attempt.attempts >= self.settings.max_attempts:
             return self._dead_letter(req, attempt, task_id, "retries_exhausted", exc.code, exc.msg, str(exc))
         delay = full_jitter(attempt.attempts, self.settings.retry_base, self.settings.retry_cap)
         if attempt.now + delay >= attempt.deadline:
             return self._dead_letter(req, attempt, task_id, "expired", exc.code, exc.msg, str(exc), status="expired")
-        self.requests.release(req.request_id, submitted=True)
+        self.requests.release(req.request_id, attempt, sent=True)
         return RetryIn(delay, str(exc))
 
     def _dead_letter(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, reason: str,
@@ -236,8 +245,8 @@ class Sender:
                                              reason=reason, dead_letter=letter.id))
 
     def _finish(self, req: VoiceCodeRequest, result: dict[str, Any]) -> Done:
-        self.requests.finish(req.request_id, result)
-        return Done(result)
+        accepted = self.requests.finish(req.request_id, result)
+        return Done(result if accepted is None else {**accepted, "status": "duplicate"})
 
     def reject_invalid(self, mobile: object, error: InvalidPayload, *, task_id: str | None, request_id: object) -> Done:
         """Dead-letter a payload the worker cannot accept (nothing to replay: it would fail again)."""

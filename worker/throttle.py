@@ -17,13 +17,15 @@ import redis
 
 from config.settings import Window
 
-# ARGV: record ('1' or '0'), a unique member for this call, then limit, seconds per window.
-# Returns '0' when a call now is within every window (recorded if asked), else the seconds
-# until it would be: for each full window, until enough of its oldest calls have left it.
+# ARGV: record ('1' or '0'), the member for this call, then limit, seconds per window.
+# Returns '0' when a call now is within every window (recorded if asked) or this member was
+# already counted, else the seconds until it would be: for each full window, until enough of
+# its oldest calls have left it.
 _CHECK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local key = KEYS[1]
+if redis.call('ZSCORE', key, ARGV[2]) then return '0' end
 local longest = 0
 local retry = 0
 for i = 3, #ARGV, 2 do
@@ -45,6 +47,11 @@ if ARGV[1] == '1' then
 end
 return '0'
 """
+
+
+def _member(request_id: str | None) -> str:
+    """A request's entry in a number's log: a hash, since a request id may hold the number itself."""
+    return "" if request_id is None else hashlib.sha256(request_id.encode("utf-8")).hexdigest()[:16]
 
 
 def number_key(prefix: str, mobile: str) -> str:
@@ -69,28 +76,25 @@ class MobileThrottle:
         """
         return self._run(mobile, record=False)
 
-    def acquire(self, mobile: str) -> float:
+    def acquire(self, mobile: str, request_id: str | None = None) -> float:
         """Record a call to ``mobile`` and return 0.0 if every window allows it now.
 
         Otherwise record nothing and return the seconds to wait: a code that was throttled
-        does not use up the number's quota.
+        does not use up the number's quota. A request is counted once, however many attempts
+        it takes: the calls of one ``request_id`` after the first are allowed and not recorded.
         """
-        return self._run(mobile, record=True)
+        return self._run(mobile, record=True, member=_member(request_id))
 
-    def release(self, mobile: str) -> None:
-        """Take back the most recent recorded call to ``mobile``.
-
-        For a Submit that did not go through (e.g. a transient failure to be retried), so
-        retries do not eat the number's quota.
-        """
+    def release(self, mobile: str, request_id: str) -> None:
+        """Take back the call recorded for ``request_id``, for a Submit that cannot have reached ihuyi."""
         if self.windows:
-            self._redis.zpopmax(number_key(self.prefix, mobile))
+            self._redis.zrem(number_key(self.prefix, mobile), _member(request_id))
 
-    def _run(self, mobile: str, *, record: bool) -> float:
+    def _run(self, mobile: str, *, record: bool, member: str = "") -> float:
         if not self.windows:
             return 0.0
         reply = self._check(
             keys=[number_key(self.prefix, mobile)],
-            args=["1" if record else "0", secrets.token_hex(8), *self._window_args],
+            args=["1" if record else "0", member or secrets.token_hex(8), *self._window_args],
         )
         return float(reply)

@@ -15,6 +15,7 @@ synchronous ``drain_events`` path used outside a worker) is kombu's own. Worker 
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from time import monotonic, time
 from typing import Any
@@ -24,7 +25,12 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads
 
+from worker.envelope import check_redis_envelope
+
 log = logging.getLogger(__name__)
+
+#: Counts the messages this process took that were not kombu envelopes, for the log line.
+_dropped = itertools.count(1)
 
 #: How often a worker looks at its empty queues while messages are coming...
 POLL_SECONDS = 0.01
@@ -150,14 +156,20 @@ class Channel(kombu_redis.Channel):
         self._queue_cycle.rotate(queue)
         try:
             payload = loads(raw.decode("utf-8"))
-        except ValueError:
-            log.error("dropped an unreadable message (%d bytes) from queue %s", len(raw), queue)
-            if tag:
-                self.qos._remove_from_indices(tag).execute()
+            check_redis_envelope(payload)
+        except ValueError:  # InvalidEnvelope and JSON errors alike
+            self._drop(queue, raw, tag)
             return
         if tag:
             self.qos.recorded.add(tag)
         self.connection._deliver(payload, queue)
+
+    def _drop(self, queue: str, raw: bytes, tag: str) -> None:
+        """Forget bytes that are not a kombu envelope: there is nothing to dead-letter or retry."""
+        log.error("dropped an unreadable message (%d bytes) from queue %s; %d dropped by this process",
+                  len(raw), queue, next(_dropped))
+        if tag:
+            self.qos._remove_from_indices(tag).execute()
 
 
 class MultiChannelPoller(kombu_redis.MultiChannelPoller):

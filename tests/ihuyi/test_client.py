@@ -17,10 +17,12 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ihuyi import client as client_module
-from ihuyi.client import IhuyiClient, SubmitReply, dynamic_password, parse_reply, shared_session
+from ihuyi import transport
+from ihuyi.client import IhuyiClient, SubmitReply, dynamic_password
 from ihuyi.codes import CODES, Outcome, Scope, classify
 from ihuyi.exceptions import IhuyiError, PermanentError, TransientError
+from ihuyi.replies import parse_reply
+from ihuyi.transport import DeadlineAdapter, shared_session
 
 APIID = "cf_demo"
 APIKEY = "secretkey"
@@ -179,12 +181,6 @@ def server(servers: tuple[Server, Server]) -> Server:
 @pytest.fixture
 def other_host(servers: tuple[Server, Server], server: Server) -> Server:
     return servers[1]
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as s:
-        yield s
 
 
 @pytest.fixture
@@ -416,6 +412,8 @@ def test_every_truncation_of_the_documented_reply_is_transient() -> None:
         b"<SubmitResult><code>two</code></SubmitResult>",
         b"<SubmitResult><code>2.0</code></SubmitResult>",
         b"<SubmitResult><code>2_0</code></SubmitResult>",
+        "<SubmitResult><code>２</code></SubmitResult>".encode(),  # a Unicode digit, not ASCII
+        "<SubmitResult><code>٢</code></SubmitResult>".encode(),
         b"<SubmitResult><code>2</code><msg>x</SubmitResult>",
         b"<SubmitResult><code>2</code></SubmitResult><extra/>",
         b'{"code": 2}',  # JSON where XML was asked for
@@ -476,10 +474,46 @@ def test_parse_reply_returns_an_int_code_or_raises_transient(body: bytes, reply_
 
 
 @settings(max_examples=50, deadline=None)
-@given(code=st.integers(min_value=-(10**12), max_value=10**12), ns=st.sampled_from(NAMESPACES))
-def test_any_integer_code_round_trips(code: int, ns: str | None) -> None:
+@given(code=st.integers(min_value=0, max_value=999_999), ns=st.sampled_from(NAMESPACES))
+def test_any_code_of_up_to_six_digits_round_trips(code: int, ns: str | None) -> None:
     assert parse_reply(xml_reply(code, "m", ns=ns), "xml")["code"] == code
     assert parse_reply(json_reply(code, "m"), "json")["code"] == code
+    assert parse_reply(json_reply(str(code), "m"), "json")["code"] == code
+
+
+HUGE = "9" * 5000  # past int()'s 4,300-digit limit
+
+
+@pytest.mark.parametrize(
+    "body, reply_format",
+    [
+        (xml_reply(HUGE, "m"), "xml"),
+        (json_reply(HUGE, "m"), "json"),  # a string of digits
+        (xml_reply(-1, "m"), "xml"),
+        (json_reply(-1, "m"), "json"),
+        (xml_reply(1_000_000, "m"), "xml"),
+        (json_reply(1_000_000, "m"), "json"),
+        (xml_reply("-0", "m"), "xml"),
+        (json_reply("-2", "m"), "json"),
+    ],
+    ids=["xml-huge", "json-huge-string", "xml-negative", "json-negative", "xml-seven-digits",
+         "json-seven-digits", "xml-minus-zero", "json-negative-string"],
+)
+def test_codes_outside_0_to_999999_are_transient(body: bytes, reply_format: str) -> None:
+    with pytest.raises(TransientError, match=rf"^unparseable ihuyi {reply_format} reply \(") as caught:
+        parse_reply(body, reply_format)
+    assert caught.value.sent is True and caught.value.code is None
+
+
+def test_an_absurd_voiceid_is_cut() -> None:
+    assert parse_reply(xml_reply(2, "提交成功", "7" * 5000), "xml")["voiceid"] == "7" * 64
+    assert parse_reply(json_reply(2, "提交成功", "7" * 5000), "json")["voiceid"] == "7" * 64
+
+
+def test_an_absurd_balance_is_transient(server: Server, make_client: Callable[..., IhuyiClient]) -> None:
+    server.behaviour = respond(xml_reply(2, "查询成功", HUGE, root="GetNumResult", field="num"))
+    with pytest.raises(TransientError, match="num is not a number"):
+        make_client().get_num()
 
 
 # --- HTTP behaviour against the real server --------------------------------------------
@@ -580,10 +614,11 @@ def test_connection_refused_is_transient(session: requests.Session) -> None:
 
 
 class RecordingSession(requests.Session):
-    """A real Session that remembers the keyword arguments and responses of each request."""
+    """A real Session like new_session's that remembers the keyword arguments and responses of each request."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.mount("http://", DeadlineAdapter(max_retries=0))
         self.calls: list[dict[str, object]] = []
         self.responses: list[requests.Response] = []
 
@@ -657,6 +692,39 @@ def test_secrets_never_in_errors_logs_or_repr(
     assert repr(client) == f"IhuyiClient(api_url={server.url!r}, apiid='cf_demo', password_mode={password_mode!r})"
 
 
+ODD_KEY = "K3y/with+plus&eq=ShouldNeverLeak"  # changed by form encoding
+
+
+@pytest.mark.parametrize("password_mode", ["dynamic", "apikey"])
+def test_msg_is_scrubbed_of_every_secret_however_encoded(
+    server: Server, session: requests.Session, password_mode: str
+) -> None:
+    def echo(handler: BaseHTTPRequestHandler) -> None:
+        # A gateway echoing the form body it was sent (percent-encoded), and the APIKEY as is.
+        sent = server.seen[-1].form
+        raw = "&".join(f"{k}={requests.utils.quote(v, safe='')}" for k, v in sent.items())
+        respond(xml_reply(4030, f"{raw} key={ODD_KEY} mobile={sent['mobile']}", "0").replace(b"&", b"&amp;"))(handler)
+
+    server.behaviour = echo
+    client = IhuyiClient(server.url, APIID, ODD_KEY, password_mode=password_mode, session=session)
+    with pytest.raises(PermanentError) as caught:
+        client.submit(SECRET_MOBILE, SECRET_CONTENT)
+    password = server.seen[-1].form["password"]
+    for secret in {ODD_KEY, password, requests.utils.quote(ODD_KEY, safe=""), SECRET_MOBILE, SECRET_CONTENT}:
+        assert secret not in caught.value.msg
+    assert "password=***" in caught.value.msg and "key=***" in caught.value.msg
+
+
+def test_msg_masks_anything_like_a_mobile_and_is_capped(
+    server: Server, make_client: Callable[..., IhuyiClient]
+) -> None:
+    server.behaviour = respond(xml_reply(4030, "号码13712345678,+8613612345678,8615912345678 已被列入黑名单 " + "x" * 1000, "0"))
+    with pytest.raises(PermanentError) as caught:
+        make_client().submit(MOBILE, CONTENT)
+    assert caught.value.msg.startswith("号码***,***,*** 已被列入黑名单 xxx")
+    assert len(caught.value.msg) == 200
+
+
 # --- the shared session ---------------------------------------------------------------------
 
 
@@ -665,10 +733,11 @@ def test_shared_session_is_pooled_per_process(monkeypatch: pytest.MonkeyPatch) -
     assert shared_session() is session
     for prefix in ("http://", "https://"):
         adapter = session.get_adapter(prefix + "api.voice.ihuyi.com/")
+        assert isinstance(adapter, DeadlineAdapter)
         assert adapter._pool_maxsize == 100
         assert adapter.max_retries.total == 0
-    real_pid = client_module.os.getpid()
-    monkeypatch.setattr(client_module.os, "getpid", lambda: real_pid + 1)  # as if forked
+    real_pid = transport.os.getpid()
+    monkeypatch.setattr(transport.os, "getpid", lambda: real_pid + 1)  # as if forked
     child = shared_session()
     assert child is not session
     assert shared_session() is child

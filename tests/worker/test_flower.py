@@ -4,14 +4,20 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
+from celery import Celery
 
 from tests.stacks import redis_stack, start, stop
 from tests.support import ROOT, base_env, unique_mobile, wait_for
+from worker.flower import NOT_SHOWN, mask_event
+from worker.masking import masked_call
 
 AUTH = ("ops", "s3cret-flower")
+#: A queue no worker consumes: a task sent there only ever has its task-sent event.
+UNCONSUMED = "flower-test-nobody-consumes"
 
 
 def free_port() -> int:
@@ -22,11 +28,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def flower(sandbox):
-    """(stack, Flower's base URL): a worker, and Flower already capturing its events."""
-    with redis_stack(sandbox, FLOWER_BASIC_AUTH=":".join(AUTH)) as stack:
+    """(stack, Flower's base URL, Flower's pid): a worker, and Flower already capturing its events.
+
+    The port comes from the settings (FLOWER_PORT), the address from the command line.
+    """
+    port = free_port()
+    with redis_stack(sandbox, FLOWER_BASIC_AUTH=":".join(AUTH), FLOWER_PORT=str(port)) as stack:
         stack.start_worker(concurrency=4)
-        url = f"http://127.0.0.1:{free_port()}"
-        process = start(stack, "flower", "-m", "worker.cli", "flower", "--port", url.rsplit(":", 1)[1])
+        url = f"http://127.0.0.1:{port}"
+        process = start(stack, "flower", "-m", "worker.cli", "flower", "--address", "127.0.0.1")
         try:
             wait_for(lambda: _get(url) is not None, 30, 0.2, "Flower to answer")
             # Flower sees only the events sent after it subscribed: warm up until it has seen a task.
@@ -34,7 +44,7 @@ def flower(sandbox):
                 task = stack.send(unique_mobile("138"), "4821")
                 return task.get(timeout=10) and wait_for_task(url, task.id, timeout=2, fail=False)
             wait_for(seen, 30, 0.1, "Flower to see a task")
-            yield stack, url
+            yield stack, url, process.pid
         finally:
             stop(process)
 
@@ -61,7 +71,7 @@ def wait_for_task(url: str, task_id: str, state: str = "SUCCESS", timeout: float
 
 
 def test_tasks_are_listed_with_masked_arguments_and_their_states(flower):
-    stack, url = flower
+    stack, url, _ = flower
     mobile, foreign = unique_mobile("138"), unique_mobile("139")
     sent = {
         "ours": stack.send(mobile, "4821", account="default", request_id="flower-1"),
@@ -87,10 +97,54 @@ def test_tasks_are_listed_with_masked_arguments_and_their_states(flower):
     assert mobile not in listing and foreign not in listing and "662091" not in listing
 
 
+def test_a_foreign_producers_task_sent_event_is_masked(flower):
+    """A bare Celery app's task-sent event carries the raw arguments; no worker ever reports this task."""
+    stack, url, _ = flower
+    producer = Celery("foreign-producer", broker=stack.backend.broker)
+    producer.conf.update(task_send_sent_event=True, broker_connection_retry_on_startup=True)
+    by_position, by_name = unique_mobile("139"), unique_mobile("139")
+    sent = {
+        "position": producer.send_task("send_voice_code", (by_position, "739146"), queue=UNCONSUMED).id,
+        "name": producer.send_task("send_voice_code", (), {"mobile": by_name, "code": "739146", "request_id": "f-1"},
+                                   queue=UNCONSUMED).id,
+    }
+    listed = {key: wait_for_task(url, task_id, state="PENDING") for key, task_id in sent.items()}
+    info = {key: requests.get(f"{url}/api/task/info/{task_id}", auth=AUTH, timeout=5).json() for key, task_id in sent.items()}
+
+    for shown in (listed, info):
+        assert shown["position"]["args"] == f"('{by_position[:3]}****{by_position[-4:]}', '****')"
+        assert shown["name"]["kwargs"] == f"{{'mobile': '{by_name[:3]}****{by_name[-4:]}', 'code': '****', 'request_id': 'f-1'}}"
+    everything = requests.get(f"{url}/api/tasks", auth=AUTH, timeout=5).text + repr(info)
+    assert by_position not in everything and by_name not in everything and "739146" not in everything
+
+
 def test_flower_refuses_requests_without_the_password(flower):
-    _, url = flower
+    _, url, _ = flower
     assert requests.get(f"{url}/api/tasks", timeout=5).status_code == 401
     assert requests.get(f"{url}/api/tasks", auth=("ops", "wrong"), timeout=5).status_code == 401
+    assert requests.get(f"{url}/api/tasks", auth=AUTH, timeout=5).status_code == 200
+
+
+def test_the_password_is_not_on_flowers_command_line(flower):
+    """``ps`` shows every local user a process's command line; Flower gets the password from its environment."""
+    _, _, pid = flower
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    assert "flower" in cmdline and AUTH[1] not in cmdline
+
+
+def test_masking_an_event_again_changes_nothing():
+    args, kwargs = masked_call(("13955550001", "7391", "spare", "r-1", 60, "extra"), {"request_id": "r-2", "ttl": 60})
+    event = {"type": "task-received", "uuid": "u", "args": args, "kwargs": kwargs, "hostname": "w"}
+    assert mask_event(event) == event
+    assert mask_event(mask_event({"args": "('13955550001', '7391')", "kwargs": "{'code': '7391'}"})) == {
+        "args": "('139****0001', '****')", "kwargs": "{'code': '****'}"}
+
+
+@pytest.mark.parametrize("raw", ["('13955550001', '7391'", "('13955550001', '7391', '...", "f('13955550001')",
+                                 ["13955550001", "7391"], None, "(" * 1000 + ")" * 1000, "'" + "1" * 5000 + "'"])
+def test_arguments_that_are_no_literal_are_not_shown(raw):
+    assert mask_event({"type": "task-sent", "args": raw, "kwargs": raw}) == {
+        "type": "task-sent", "args": NOT_SHOWN, "kwargs": NOT_SHOWN}
 
 
 def test_flower_does_not_start_without_basic_auth(sandbox):

@@ -16,3 +16,9 @@ def test_call_reprs_hide_mobile_and_code_whatever_the_shape():
     args, kwargs = masked_call([], {"mobile": "13800138000", "code": "4821", "extra": "x" * 10_000})
     assert "13800138000" not in args + kwargs and "4821" not in kwargs and len(kwargs) < 200
     assert masked_call("garbage", None) == ("()", "{}")
+
+
+def test_a_keyword_the_task_does_not_take_is_shown_by_position_not_by_name():
+    _, kwargs = masked_call(["13800138000", "4821"], {"13900139000": "x", "ttl": 60})
+    assert "13900139000" not in kwargs
+    assert kwargs == "{'<keyword 1>': '<str>', 'ttl': '60'}"

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.exceptions import InvalidPayload
-from worker.payload import MAX_TTL, normalise_mobile, validate
+from worker.payload import MAX_MOBILE_INPUT, MAX_TTL, normalise_mobile, validate
 
 ACCOUNTS = {"default", "spare"}
 
@@ -25,6 +25,31 @@ def test_bad_mobiles_name_the_field(raw):
     with pytest.raises(InvalidPayload) as info:
         check(raw)
     assert info.value.field == "mobile" and isinstance(info.value, ValueError)
+
+
+ARABIC_INDIC = "".join(chr(0x0660 + int(d)) for d in "001380000")
+FULL_WIDTH = "".join(chr(0xFF10 + int(d)) for d in "800138000")
+
+
+@pytest.mark.parametrize("raw", [
+    "13" + ARABIC_INDIC,  # \d matched these, and they were sent
+    "13" + FULL_WIDTH,
+    "138" + "\u0968" * 8,  # Devanagari
+    "138\u00a00013\u30008000",  # no-break and ideographic spaces are not what a person types between digits
+])
+def test_only_ascii_digits_make_a_mobile(raw):
+    with pytest.raises(InvalidPayload) as info:
+        check(raw)
+    assert info.value.field == "mobile"
+
+
+def test_a_mobile_longer_than_its_limit_is_refused_not_cut():
+    cut_to_a_valid_number = "13800138000" + " " * (MAX_MOBILE_INPUT - 11) + "5"
+    assert len(cut_to_a_valid_number) == MAX_MOBILE_INPUT + 1
+    assert normalise_mobile(cut_to_a_valid_number[:MAX_MOBILE_INPUT]) == "13800138000"
+    with pytest.raises(InvalidPayload) as info:
+        normalise_mobile(cut_to_a_valid_number)
+    assert info.value.field == "mobile" and str(MAX_MOBILE_INPUT) in str(info.value)
 
 
 @pytest.mark.parametrize("code", ["123", "1234567", "12a4", "１２３４", "", 1234, None])

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from config.settings import Window
-from worker.throttle import MobileThrottle
+from worker.throttle import MobileThrottle, number_key
 
 MOBILE = "13800138000"
 OTHER = "13912345678"
@@ -62,12 +62,20 @@ def test_a_throttled_call_does_not_use_up_the_quota(redis_db):
 
 def test_release_gives_the_call_back(redis_db):
     throttle = MobileThrottle(redis_db, [Window(1, 60)])
-    assert throttle.acquire(MOBILE) == 0.0
-    assert throttle.acquire(MOBILE) > 59
-    throttle.release(MOBILE)
+    assert throttle.acquire(MOBILE, "r-1") == 0.0
+    assert throttle.acquire(MOBILE, "r-2") > 59
+    throttle.release(MOBILE, "r-1")
     assert throttle.retry_after(MOBILE) == 0.0
-    assert throttle.acquire(MOBILE) == 0.0
-    throttle.release(OTHER)  # nothing recorded: nothing happens
+    assert throttle.acquire(MOBILE, "r-2") == 0.0
+    throttle.release(OTHER, "r-2")  # nothing recorded: nothing happens
+
+
+def test_a_request_is_counted_once_however_many_attempts_it_takes(redis_db):
+    throttle = MobileThrottle(redis_db, [Window(1, 60)])
+    assert throttle.acquire(MOBILE, "login:13800138000") == 0.0
+    assert throttle.acquire(MOBILE, "login:13800138000") == 0.0  # its retry
+    assert throttle.acquire(MOBILE, "another") > 59
+    assert redis_db.zcard(number_key("voicecode:throttle:", MOBILE)) == 1
 
 
 def test_numbers_are_independent(redis_db):
@@ -97,13 +105,13 @@ def test_no_windows_never_throttles(redis_db):
     throttle = MobileThrottle(redis_db, [])
     assert [throttle.acquire(MOBILE) for _ in range(10)] == [0.0] * 10
     assert throttle.retry_after(MOBILE) == 0.0
-    throttle.release(MOBILE)
+    throttle.release(MOBILE, "r-1")
     assert redis_db.keys("*") == []
 
 
 def test_redis_never_holds_the_number(redis_db):
     throttle = MobileThrottle(redis_db, [Window(1, 1), Window(5, 3600)])
-    throttle.acquire(MOBILE)
+    throttle.acquire(MOBILE, f"login:{MOBILE}")
     keys = [k.decode() for k in redis_db.keys("*")]
     assert keys == ["voicecode:throttle:" + hashlib.sha256(MOBILE.encode()).hexdigest()[:24]]
     stored = keys[0] + " ".join(m.decode() for m in redis_db.zrange(keys[0], 0, -1))
