@@ -807,7 +807,9 @@ def test_a_redelivery_while_the_first_attempt_still_reads_does_not_call_twice():
 
 def _leaks(text: str, where: str, codes: tuple[str, ...] = CODES) -> list[str]:
     found = [f"{where}: APIKEY" for s in SECRETS if s in text]
-    digit_runs = set(re.findall(r"(?<![\d.])\d+(?![\d.])", text)) | set(re.findall(r"(?<!\d)\d{11}(?!\d)", text))
+    # Runs of digits standing alone: inside a hex id (a task id's "...eb59174") they are not a code.
+    digit_runs = (set(re.findall(r"(?<![0-9A-Za-z.])[0-9]+(?![0-9A-Za-z.])", text))
+                  | set(re.findall(r"(?<![0-9])[0-9]{11}(?![0-9])", text)))
     found += [f"{where}: mobile {m[:3]}…" for m in sorted(USED_MOBILES & digit_runs)]
     found += [f"{where}: code {c}" for c in codes if c in digit_runs]
     return found
