@@ -1,0 +1,106 @@
+"""WorkerRegistry against the real Redis (database 5): announce, expiry, withdraw, union."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from worker.stores.registry import WorkerRegistry
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    """Database 5 of the local Redis, empty before and after; skipped when unreachable (failed under CI)."""
+    client = redis.Redis(host="127.0.0.1", port=6379, db=5, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        message = f"Redis at 127.0.0.1:6379 is unreachable: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def registry(client: redis.Redis) -> WorkerRegistry:
+    return WorkerRegistry(client)
+
+
+def wait_for(condition, timeout: float = 5) -> None:
+    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_nothing_announced_serves_nothing(registry: WorkerRegistry) -> None:
+    assert registry.accounts() == set()
+
+
+def test_accounts_are_the_union_over_live_workers(registry: WorkerRegistry) -> None:
+    registry.announce("w1@host-a", ["default", "backup"])
+    registry.announce("w2@host-b", ["default", "marketing"])
+    assert registry.accounts() == {"default", "backup", "marketing"}
+
+
+def test_announcing_again_replaces_a_workers_accounts(registry: WorkerRegistry) -> None:
+    registry.announce("w1", ["default", "backup"])
+    registry.announce("w1", ["default"])
+    assert registry.accounts() == {"default"}
+
+
+def test_an_entry_expires_unless_announced_again(registry: WorkerRegistry) -> None:
+    registry.announce("short", ["backup"], ttl=0.3)
+    registry.announce("long", ["default"], ttl=60)
+    assert registry.accounts() == {"default", "backup"}
+    wait_for(lambda: registry.accounts() == {"default"})
+
+
+def test_announcing_refreshes_the_entry(client: redis.Redis, registry: WorkerRegistry) -> None:
+    registry.announce("w1", ["default"], ttl=0.3)
+    registry.announce("w1", ["default"], ttl=60)
+    [(_, expires_at)] = client.zrange("voicecode:workers:expiries", 0, -1, withscores=True)
+    assert expires_at > client.time()[0] + 50
+
+
+def test_expired_entries_are_dropped_and_the_keys_expire_with_the_last(
+    client: redis.Redis, registry: WorkerRegistry
+) -> None:
+    registry.announce("gone", ["backup"], ttl=0.2)
+    wait_for(lambda: registry.accounts() == set())
+    registry.announce("w1", ["default"], ttl=30)
+    assert client.zrange("voicecode:workers:expiries", 0, -1) == [b"w1"]
+    assert list(client.hkeys("voicecode:workers:accounts")) == [b"w1"]
+    for key in ("voicecode:workers:expiries", "voicecode:workers:accounts"):
+        assert 29_000 < client.pttl(key) <= 31_000
+
+
+def test_withdraw_removes_a_worker_at_once(registry: WorkerRegistry) -> None:
+    registry.announce("w1", ["default", "backup"])
+    registry.announce("w2", ["default"])
+    registry.withdraw("w1")
+    assert registry.accounts() == {"default"}
+    registry.withdraw("w2")
+    registry.withdraw("never-announced")
+    assert registry.accounts() == set()
+
+
+def test_a_worker_with_no_accounts_adds_none(registry: WorkerRegistry) -> None:
+    registry.announce("idle", [])
+    assert registry.accounts() == set()
+
+
+@pytest.mark.parametrize("ttl", [0, -1])
+def test_a_ttl_must_be_positive(registry: WorkerRegistry, ttl: float) -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        registry.announce("w1", ["default"], ttl=ttl)

@@ -1,0 +1,1 @@
+"""Operations: Sentry, results and alerts, the balance monitor, Flower and metrics."""

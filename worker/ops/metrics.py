@@ -1,0 +1,158 @@
+"""The pool's metrics in the Prometheus text format, and a tiny HTTP server answering ``GET /metrics``.
+
+Counters live in the shared state Redis (worker/stores/metrics.py) because every worker
+process on every host adds to them; a per-process ``prometheus_client`` registry would
+see one process only. So :class:`PoolCollector` is a custom collector: on each scrape it
+reads one snapshot of the counters, asks the given callables for the gauges (dead letters
+waiting, paused accounts, last balances) and yields metric families, which
+``prometheus_client`` renders. Only configured account names, known statuses and
+documented ihuyi codes become label values: never a number, a code or a secret.
+
+The server is separate from Flower and the workers so that a scrape never waits on them.
+It answers 401 without the right basic auth (when one is set), 404 anywhere but
+``/metrics``, and never logs request lines.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from worker.stores.metrics import BUCKETS, MetricsStore
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class PoolCollector:
+    """Yields the pool-wide metric families; ``render()`` is the text a scrape gets.
+
+    ``dead_letters`` returns how many dead letters are waiting, ``paused`` each account's
+    pause ({account: paused?}), ``balances`` each account's last known balance ({account:
+    calls left, or None when never read}). Accounts the store does not know are left out.
+    """
+
+    def __init__(self, store: MetricsStore, dead_letters: Callable[[], int],
+                 paused: Callable[[], Mapping[str, bool]], balances: Callable[[], Mapping[str, int | None]]) -> None:
+        self._store = store
+        self._dead_letters = dead_letters
+        self._paused = paused
+        self._balances = balances
+
+    def render(self) -> str:
+        """The Prometheus text exposition (format 0.0.4) of every metric."""
+        return generate_latest(self).decode("utf-8")
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._store.snapshot()
+
+        outcomes = CounterMetricFamily("voicecode_outcomes", "Final outcomes of sends, pool-wide.",
+                                       labels=["account", "status", "ihuyi_code"])
+        for labels, count in sorted(snapshot.outcomes.items()):
+            outcomes.add_metric(labels, count)
+        yield outcomes
+
+        submit = HistogramMetricFamily("voicecode_submit_seconds", "Duration of ihuyi Submit calls, pool-wide.",
+                                       labels=["account"])
+        for account, histogram in sorted(snapshot.submit.items()):
+            buckets = [(floatToGoString(bound), count) for bound, count in zip(BUCKETS, histogram.cumulative)]
+            submit.add_metric([account], buckets, sum_value=histogram.sum)
+        yield submit
+
+        waits = CounterMetricFamily("voicecode_rate_limit_waits", "Waits for a rate-limit token, pool-wide.",
+                                    labels=["account"])
+        waited = CounterMetricFamily("voicecode_rate_limit_wait_seconds",
+                                     "Time spent waiting for rate-limit tokens, pool-wide.", labels=["account"])
+        for account, wait in sorted(snapshot.rate_limit_waits.items()):
+            waits.add_metric([account], wait.count)
+            waited.add_metric([account], wait.seconds)
+        yield waits
+        yield waited
+
+        yield GaugeMetricFamily("voicecode_dead_letters", "Dead letters waiting for a person.",
+                                value=self._dead_letters())
+
+        paused = GaugeMetricFamily("voicecode_account_paused", "1 while the account is paused pool-wide.",
+                                   labels=["account"])
+        for account, is_paused in self._known(self._paused()):
+            paused.add_metric([account], 1 if is_paused else 0)
+        yield paused
+
+        balance = GaugeMetricFamily("voicecode_balance", "Calls left on the account at the last GetNum.",
+                                    labels=["account"])
+        for account, calls in self._known(self._balances()):
+            if calls is not None:
+                balance.add_metric([account], calls)
+        yield balance
+
+    def _known(self, values: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        return sorted((account, value) for account, value in values.items() if account in self._store.accounts)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "voicecode-metrics"
+    sys_version = ""
+    timeout = 10  # a client that stops sending gives up its thread
+
+    def __init__(self, *args: Any, render: Callable[[], str], credentials: bytes | None, **kwargs: Any) -> None:
+        self._render = render
+        self._credentials = credentials
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        if self._credentials is not None and not self._authorized(self._credentials):
+            self._reply(401, b"unauthorized\n", {"WWW-Authenticate": 'Basic realm="voicecode metrics"'})
+        elif urlsplit(self.path).path != "/metrics":
+            self._reply(404, b"not found\n")
+        else:
+            try:
+                body = self._render().encode("utf-8")
+            except Exception:  # Redis unreachable, say: the scrape fails, the server stays
+                log.exception("rendering metrics failed")
+                self._reply(500, b"metrics unavailable\n")
+            else:
+                self._reply(200, body, {"Content-Type": CONTENT_TYPE})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Request lines are not logged."""
+
+    def _authorized(self, credentials: bytes) -> bool:
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        try:
+            given = base64.b64decode(token.strip(), validate=True)
+        except binascii.Error:
+            return False
+        return scheme.lower() == "basic" and hmac.compare_digest(given, credentials)
+
+    def _reply(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {"Content-Type": "text/plain; charset=utf-8", **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def make_server(address: str, port: int, render: Callable[[], str], basic_auth: str | None) -> ThreadingHTTPServer:
+    """A bound, not yet serving, metrics server; ``basic_auth`` is ``user:password`` or None (open)."""
+    if basic_auth is not None and ":" not in basic_auth:
+        raise ValueError("basic auth must be user:password")
+    credentials = None if basic_auth is None else basic_auth.encode("utf-8")
+    return ThreadingHTTPServer((address, port), partial(_Handler, render=render, credentials=credentials))
+
+
+def serve(address: str, port: int, render: Callable[[], str], basic_auth: str | None) -> None:
+    """Answer ``GET /metrics`` with ``render()`` on ``address:port`` until interrupted."""
+    with make_server(address, port, render, basic_auth) as server:
+        server.serve_forever()
