@@ -33,7 +33,7 @@ from celery import Celery
 from bench.harness import Report, percentile, rss_mb, wait_until
 from ihuyi.sandbox import Sandbox
 from tests.support import ROOT, base_env
-from worker.routing import queue_for
+from worker.broker.routing import queue_for
 
 APIID, APIKEY = "perf-apiid", "perf-S3CR3T-key"
 ACCOUNTS = {"default": {"apiid": APIID, "apikey": APIKEY, "rate_limit": "100000/s"}}

@@ -19,11 +19,9 @@ from celery.result import AsyncResult
 
 from config import get_settings
 from tasks.voice import send_voice_code
-from worker import runtime
-from worker.exceptions import InvalidPayload, Throttled
-from worker.masking import masked_call
-from worker.payload import validate
-from worker.routing import queue_for
+from worker.errors import InvalidPayload, NotReplayable, Throttled
+from worker.sending.request import validate
+from worker.broker.routing import queue_for
 
 __all__ = ["enqueue_voice_code", "replay_dead_letter", "InvalidPayload", "NotReplayable", "Throttled"]
 
@@ -42,21 +40,15 @@ def enqueue_voice_code(
     """
     settings = get_settings()
     req = validate(mobile, code, account, request_id, ttl, accounts=settings.accounts.keys(), default_ttl=settings.code_ttl)
-    retry_after = runtime.throttle().retry_after(req.mobile)
+    retry_after = send_voice_code.app.stores.throttle.retry_after(req.mobile)
     if retry_after > 0:
         raise Throttled(retry_after)
     task_id = str(uuid.uuid4())
     args = (req.mobile, req.code)
     kwargs = {"account": req.account, "request_id": req.request_id or task_id, "ttl": req.ttl}
-    argsrepr, kwargsrepr = masked_call(args, kwargs)
     return send_voice_code.apply_async(
-        args, kwargs, task_id=task_id, argsrepr=argsrepr, kwargsrepr=kwargsrepr,
-        headers={"enqueued_at": time.time()}, queue=queue_for(req.account),
+        args, kwargs, task_id=task_id, headers={"enqueued_at": time.time()}, queue=queue_for(req.account),
     )
-
-
-class NotReplayable(LookupError):
-    """A dead letter that cannot be replayed: unknown id, invalid payload, or its code expired."""
 
 
 def replay_dead_letter(letter_id: str) -> AsyncResult:
@@ -66,13 +58,14 @@ def replay_dead_letter(letter_id: str) -> AsyncResult:
     valid (a topped-up balance, an unfrozen account); past that, the person has asked for
     a new code and calling them with the old one would only confuse.
     """
-    store = runtime.dead_letters()
+    stores = send_voice_code.app.stores
+    store = stores.dead_letters
     if store.get(letter_id) is None:
         raise NotReplayable(f"no dead letter {letter_id}")
     payload = store.payload(letter_id)
     if payload is None:
         raise NotReplayable(f"dead letter {letter_id} cannot be replayed: invalid payload or its code expired")
-    runtime.sender().requests.forget(payload["request_id"])
+    stores.idempotency.forget(payload["request_id"])
     result = enqueue_voice_code(**payload)
     store.remove(letter_id)
     return result

@@ -16,7 +16,16 @@ from ihuyi.sandbox import Sandbox
 from tests.support import SANDBOX_ACCOUNTS, Stack, base_env, make_backend, reachable
 
 BACKENDS = ("embedded", "redis", "rabbitmq")
+#: Fixtures that start real worker (or Flower) processes: the tests that use them are the
+#: ``e2e`` tier, left out of ``make test-fast``.
+E2E_FIXTURES = frozenset({"stack", "poisoned", "input_stack", "hostile", "flower"})
 SERVERS = {"redis": [("127.0.0.1", 6379)], "rabbitmq": [("127.0.0.1", 5672), ("127.0.0.1", 6379)]}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 def require_servers(name: str) -> None:
@@ -65,6 +74,6 @@ def stack(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[Stack]:
         finally:
             stack.stop_workers()
             if request.param == "embedded":
-                from worker import embedded
+                from worker.stores import embedded
 
                 embedded.stop(Path(backend.env["VOICECODE_STATE_DIR"]))

@@ -24,8 +24,8 @@ import redis
 from celery import Celery
 from celery.result import AsyncResult
 
-from worker.deadletters import DeadLetterStore
-from worker.masking import masked_call
+from worker.stores.deadletters import DeadLetterStore
+from worker.sending.masking import masked_call
 
 ROOT = Path(__file__).resolve().parent.parent
 APIID = "test-apiid"
@@ -86,7 +86,7 @@ class Backend:
 def make_backend(name: str, tmp: Path, redis_db: int = 11) -> Backend:
     """The backend ``name``; ``redis_db`` (and the next one) keep runs that share a Redis apart."""
     if name == "embedded":
-        from worker import embedded
+        from worker.stores import embedded
 
         state_dir = tmp / "state"
         sock = embedded.ensure_running(state_dir)

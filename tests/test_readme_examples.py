@@ -45,6 +45,8 @@ ours = sorted({m.split(".")[0] for m in sys.modules} & {"tasks", "worker", "conf
 print(json.dumps({"status": [a.status_code for a in answers], "results": results, "imported": ours}))
 """
 
+pytestmark = pytest.mark.e2e
+
 
 def example(title: str) -> str:
     """The fenced Python block of the doc whose first line is ``# <title>``."""

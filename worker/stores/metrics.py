@@ -32,7 +32,7 @@ import redis
 
 from ihuyi.codes import CODES
 
-#: The final outcomes of a send (worker/reporting.py's ``outcome``).
+#: The final outcomes of a send (worker/ops/reporting.py's ``outcome``).
 STATUSES = frozenset({"submitted", "duplicate", "dead_lettered", "expired", "throttled", "account_paused"})
 #: Upper bounds (seconds) of the Submit latency histogram's buckets; the last is +Inf.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)

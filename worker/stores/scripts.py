@@ -18,11 +18,11 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000"""
 
 
 @cache
-def source(name: str) -> str:
-    """The text of ``<name>.lua``, with ``--! now`` replaced by the clock preamble."""
-    return (_HERE / f"{name}.lua").read_text().replace("--! now", _NOW)
+def source(name: str, directory: Path = _HERE) -> str:
+    """The text of ``<name>.lua`` in ``directory`` (the stores'), with ``--! now`` replaced by the clock preamble."""
+    return (directory / f"{name}.lua").read_text().replace("--! now", _NOW)
 
 
-def register(client: redis.Redis, name: str) -> Script:
+def register(client: redis.Redis, name: str, directory: Path = _HERE) -> Script:
     """``<name>.lua`` registered on ``client``: called like a function, loaded on first use."""
-    return client.register_script(source(name))
+    return client.register_script(source(name, directory))

@@ -1,0 +1,171 @@
+"""Sentry set-up and scrubbing: the hooks as functions, and the real SDK transport on the wire."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import sentry_sdk
+
+from config import load_settings
+from tests.sentry_receiver import PROJECT, PUBLIC_KEY, SentryReceiver
+from tests.stacks import redis_stack
+from tests.support import ACCOUNTS, APIKEY, ROOT, SECRETS, unique_mobile, wait_for
+from worker.ops.sentry import FILTERED, Scrubber, balance_monitor_config, init_sentry
+
+MOBILE = "13800138000"
+CODE = "864209"
+
+
+def settings(**env: str):
+    return load_settings({"IHUYI_ACCOUNTS": json.dumps(ACCOUNTS), **env})
+
+
+@pytest.fixture
+def scrubber() -> Scrubber:
+    return Scrubber(SECRETS)
+
+
+def test_scrubber_masks_mobiles_and_removes_apikeys_in_any_string(scrubber):
+    assert scrubber.text(f"call {MOBILE} with password={APIKEY}") == f"call 138****8000 with password={FILTERED}"
+    assert scrubber.text("+8613800138000, 86 13912345678") == "138****8000, 139****5678"
+    assert scrubber.text("login:13800138000:7") == "login:138****8000:7"
+
+
+def test_scrubber_leaves_ids_numbers_and_longer_digit_runs_alone(scrubber):
+    for text in ("a13800138000b13800138000c9d8e7f6", "1713800138000", "e3b0c442-98fc-1c14-9afb-913800138000",
+                 "60495654", "4051", "1712345678.918273"):
+        assert scrubber.text(text) == text
+
+
+def test_scrubber_drops_task_arguments_everywhere(scrubber):
+    event = {
+        "extra": {"celery-job": {"task_name": "send_voice_code", "args": [MOBILE, CODE], "kwargs": {"code": CODE}}},
+        "spans": [{"data": {"argsrepr": f"('{MOBILE}', '{CODE}')", "kwargsrepr": "{}", "url": "http://x"}}],
+        "breadcrumbs": {"values": [{"message": f"sent to {MOBILE}", "data": {"args": (MOBILE, CODE)}}]},
+        "tags": {"account": "default", "note": APIKEY},
+    }
+    assert scrubber.event(event, {}) == {
+        "extra": {"celery-job": {"task_name": "send_voice_code"}},
+        "spans": [{"data": {"url": "http://x"}}],
+        "breadcrumbs": {"values": [{"message": "sent to 138****8000", "data": {}}]},
+        "tags": {"account": "default", "note": FILTERED},
+    }
+
+
+def test_balance_monitor_schedule_is_whole_minutes():
+    assert balance_monitor_config(settings(BALANCE_CHECK_SECONDS="1"))["schedule"] == {
+        "type": "interval", "value": 1, "unit": "minute"}
+    assert balance_monitor_config(settings(BALANCE_CHECK_SECONDS="300"))["schedule"]["value"] == 5
+    assert balance_monitor_config(settings(BALANCE_CHECK_SECONDS="301"))["schedule"]["value"] == 6
+
+
+def test_without_dsn_nothing_is_initialised():
+    assert init_sentry(settings(), "worker") is False
+    assert not sentry_sdk.get_client().is_active()
+
+
+# Leaks an APIKEY, a mobile number and a code through every channel the SDK has.
+LEAKY = textwrap.dedent(f"""
+    import logging, sentry_sdk
+    from config import get_settings
+    from worker.ops.sentry import init_sentry
+
+    assert init_sentry(get_settings(), "test")
+    log = logging.getLogger("leaky")
+    log.info("breadcrumb: calling %s with %s", "{MOBILE}", "{APIKEY}")
+    with sentry_sdk.start_transaction(name="leaky", op="test"):
+        sentry_sdk.set_extra("celery-job", {{"args": ["{MOBILE}", "{CODE}"], "kwargs": {{"code": "{CODE}"}}}})
+        with sentry_sdk.start_span(op="http.client", name="POST /voice.php?mobile={MOBILE}") as span:
+            span.set_data("args", ["{MOBILE}", "{CODE}"])
+            span.set_data("password", "{APIKEY}")
+        log.warning("sentry log from logging: %s %s", "{MOBILE}", "{APIKEY}")
+        sentry_sdk.logger.info("sentry log: {{mobile}}", mobile="{MOBILE}", attributes={{"key": "{APIKEY}"}})
+        log.error("an error about %s with %s", "{MOBILE}", "{APIKEY}")
+        try:
+            raise RuntimeError("{MOBILE} {APIKEY}")
+        except RuntimeError:
+            sentry_sdk.capture_exception()
+    sentry_sdk.flush(10)
+""")
+
+
+def run_with_sentry(script: str, receiver: SentryReceiver) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh interpreter whose settings point Sentry at ``receiver``, every trace sampled."""
+    env = {"IHUYI_ACCOUNTS": json.dumps(ACCOUNTS), "SENTRY_DSN": receiver.dsn, "SENTRY_ENVIRONMENT": "ci",
+           "SENTRY_TRACES_SAMPLE_RATE": "1.0", "VOICECODE_ENV_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_every_channel_is_scrubbed_on_the_wire():
+    with SentryReceiver() as receiver:
+        done = run_with_sentry(LEAKY, receiver)
+        wait_for(lambda: len(receiver.events()) >= 2 and receiver.transactions() and len(receiver.logs()) >= 2,
+                 10, what="events, a transaction and logs")
+        wire = b"".join(receiver.bodies)
+
+    assert b"138****8000" in wire  # the data was there, masked
+    assert MOBILE.encode() not in wire and CODE.encode() not in wire
+    assert not [s for s in SECRETS if s.encode() in wire]
+    transaction = receiver.transactions()[0]
+    assert transaction["release"] == "voicecode@0.1.0" and transaction["environment"] == "ci"
+    assert transaction["tags"]["process"] == "test"
+    assert [s["description"] for s in transaction["spans"]] == ["POST /voice.php?mobile=138****8000"]
+    assert "args" not in transaction["spans"][0].get("data", {})
+    error = next(e for e in receiver.events() if e.get("exception"))
+    assert error["exception"]["values"][0]["value"] == f"138****8000 {FILTERED}"
+    assert all("vars" not in frame for frame in error["exception"]["values"][0]["stacktrace"]["frames"])
+
+
+# An HTTP request made inside a sampled transaction, as the ihuyi client makes them; prints its headers.
+OUTGOING = textwrap.dedent("""
+    import http.server, json, threading
+    import requests, sentry_sdk
+    from config import get_settings
+    from worker.ops.sentry import init_sentry
+
+    seen = []
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            seen.append(dict(self.headers))
+            self.send_response(204)
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    assert init_sentry(get_settings(), "test")
+    with sentry_sdk.start_transaction(name="outgoing", op="test"):
+        requests.post(f"http://127.0.0.1:{server.server_port}/webservice/voice.php", timeout=5)
+    print(json.dumps(seen))
+""")
+
+
+def test_no_trace_headers_go_to_ihuyi():
+    with SentryReceiver() as receiver:
+        done = run_with_sentry(OUTGOING, receiver)
+    [headers] = json.loads(done.stdout)
+    assert "sentry-trace" not in {name.lower() for name in headers}
+    assert "baggage" not in {name.lower() for name in headers}
+
+
+@pytest.mark.e2e
+def test_a_hanging_sentry_does_not_hold_up_sending(sandbox):
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as black_hole:  # connects, never answers
+        dsn = f"http://{PUBLIC_KEY}@127.0.0.1:{black_hole.getsockname()[1]}/{PROJECT}"
+        with redis_stack(sandbox, SENTRY_DSN=dsn) as stack:
+            worker = stack.start_worker(concurrency=4)
+            started = time.monotonic()
+            pending = [stack.send(unique_mobile("138"), "4821") for _ in range(20)]
+            assert {r.get(timeout=30)["status"] for r in pending} == {"submitted"}
+            assert time.monotonic() - started < 5
+            started = time.monotonic()
+            worker.stop()
+            assert time.monotonic() - started < 10  # the SDK waits at most shutdown_timeout (2 s) at exit

@@ -1,0 +1,118 @@
+"""The parking lot (a delay queue in the real Redis) and the Mover thread that empties it."""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+
+import pytest
+import redis
+
+from tests.support import wait_for
+from worker.stores.parking import Mover, ParkingLot
+
+SECRET = {"mobile": "13800138000", "code": "4821"}
+
+
+@pytest.fixture
+def lot(redis_db) -> ParkingLot:
+    return ParkingLot(redis_db)
+
+
+def test_entries_come_out_in_due_order(lot):
+    for n, delay in enumerate([0.2, 0.0, 0.1]):
+        lot.park(delay, {"n": n})
+    time.sleep(0.25)
+    assert [m["n"] for _, m in lot.take_due()] == [1, 2, 0]
+
+
+def test_entries_not_due_are_not_taken(lot):
+    assert lot.next_due_in() is None
+    lot.park(10, {"n": 0})
+    assert lot.take_due() == []
+    assert 9.9 < lot.next_due_in() <= 10
+    lot.park(-1, {"n": 1})
+    assert lot.next_due_in() == 0
+    assert [m for _, m in lot.take_due()] == [{"n": 1}]
+    assert lot.size() == 2
+
+
+def test_take_due_respects_the_limit(lot):
+    for n in range(5):
+        lot.park(0, {"n": n})
+    assert len(lot.take_due(limit=3)) == 3
+    assert len(lot.take_due(limit=3)) == 2
+    assert lot.take_due(limit=3) == []
+
+
+def test_a_lease_that_runs_out_makes_the_entry_due_again(lot, redis_db):
+    lot.park(0, SECRET)
+    [(entry_id, message)] = lot.take_due(lease=0.2)
+    assert message == SECRET
+    assert lot.take_due() == []
+    assert lot.size() == 1
+    time.sleep(0.25)
+    assert lot.take_due() == [(entry_id, SECRET)]
+    lot.done(entry_id)
+    assert lot.size() == 0 and lot.next_due_in() is None
+    assert redis_db.keys("*") == []
+
+
+def test_two_movers_publish_every_message_exactly_once(lot):
+    count, published, lock = 10_000, [], threading.Lock()
+
+    def publish(message: dict) -> None:
+        with lock:
+            published.append((message["n"], message["due"], time.time()))
+
+    movers = [Mover(lot, publish).start() for _ in range(2)]
+    try:
+        started = time.time()
+        for n in range(count):
+            delay = (n % 1000) / 1000
+            lot.park(delay, {"n": n, "due": time.time() + delay})
+        parked = time.time() - started
+        wait_for(lambda: len(published) >= count, timeout=15, what="every parked message published")
+        time.sleep(0.2)  # a duplicate would show up by now
+    finally:
+        for mover in movers:
+            mover.stop()
+    assert collections.Counter(n for n, _, _ in published) == collections.Counter(range(count))
+    assert lot.size() == 0
+    lateness = sorted(at - due for _, due, at in published)
+    assert lateness[int(0.99 * count)] < 0.25, (parked, lateness[int(0.99 * count)], lateness[-1])
+
+
+def test_a_failed_publish_keeps_the_message_until_its_lease_runs_out(lot, caplog):
+    attempts = []
+
+    def publish(message: dict) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise RuntimeError(f"broker down while sending {message}")
+
+    lot.park(0, SECRET)
+    mover = Mover(lot, publish, interval=0.01, lease=0.3).start()
+    try:
+        wait_for(lambda: len(attempts) == 1, timeout=5, what="the first publish")
+        assert lot.size() == 1
+        wait_for(lambda: lot.size() == 0, timeout=5, what="the retried publish")
+    finally:
+        mover.stop()
+    assert len(attempts) == 2 and attempts[1] - attempts[0] >= 0.28
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "RuntimeError" in warnings[0]
+    assert SECRET["mobile"] not in caplog.text and SECRET["code"] not in caplog.text
+
+
+def test_the_mover_outlives_redis_failures(caplog):
+    down = ParkingLot(redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.5))
+    mover = Mover(down, lambda message: None, interval=0.01).start()
+    try:
+        wait_for(lambda: len(caplog.records) >= 3, timeout=5, what="several failed polls")
+        assert mover.is_alive()
+    finally:
+        mover.stop()
+    assert not mover.is_alive()
+    assert all("ConnectionError" in r.getMessage() for r in caplog.records)

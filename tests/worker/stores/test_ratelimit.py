@@ -1,0 +1,113 @@
+"""Pool-wide GCRA rate limit against the real Redis, from one process and from several."""
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+import redis
+
+from config.settings import Rate
+from tests.worker.conftest import TEST_DB
+from worker.stores.ratelimit import RateLimiter
+
+PROCESSES = 4
+DURATION = 2.0
+SHARED = Rate(20, 1.0, 5)
+
+
+def test_burst_goes_at_once_then_the_limit_holds(redis_db):
+    limiter = RateLimiter(redis_db)
+    rate = Rate(10, 60.0, 5)  # one slot every 6 s: nothing refills during the loop
+    answers = [limiter.reserve("acct", rate, max_wait=0) for _ in range(20)]
+    assert [a.granted for a in answers] == [True] * 5 + [False] * 15
+    assert all(a.wait == 0 for a in answers[:5])
+    assert all(5.9 < a.wait <= 6.0 for a in answers[5:])
+
+
+def test_after_the_burst_one_slot_every_interval(redis_db):
+    limiter = RateLimiter(redis_db)
+    rate = Rate(20, 1.0, 3)
+    assert sum(limiter.reserve("acct", rate, max_wait=0).granted for _ in range(10)) == 3
+    for _ in range(3):
+        refused = limiter.reserve("acct", rate, max_wait=0)
+        assert not refused.granted and 0 < refused.wait <= 0.05
+        time.sleep(refused.wait)
+        assert limiter.reserve("acct", rate, max_wait=0).granted
+        assert not limiter.reserve("acct", rate, max_wait=0).granted
+
+
+def test_reservations_are_queued_one_interval_apart(redis_db):
+    limiter = RateLimiter(redis_db)
+    rate = Rate(10, 1.0, 5)
+    slots = []
+    for _ in range(100):
+        asked = time.time()
+        reservation = limiter.reserve("acct", rate, max_wait=60)
+        assert reservation.granted
+        slots.append(asked + reservation.wait)
+    first = slots[0]
+    assert all(abs(s - first) < 0.02 for s in slots[:5])
+    gaps = [b - a for a, b in zip(slots[4:], slots[5:])]
+    assert all(abs(g - 0.1) < 0.01 for g in gaps), gaps
+    assert slots[-1] - first == pytest.approx(95 * 0.1, abs=0.02)
+
+
+def test_a_refused_reservation_reserves_nothing(redis_db):
+    limiter = RateLimiter(redis_db)
+    rate = Rate(1, 1.0, 1)
+    assert limiter.reserve("acct", rate, max_wait=0).granted
+    stored = redis_db.get("voicecode:rate:acct")
+    refusals = [limiter.reserve("acct", rate, max_wait=0.5) for _ in range(10)]
+    assert not any(r.granted for r in refusals)
+    assert refusals[-1].wait <= refusals[0].wait <= 1.0
+    assert redis_db.get("voicecode:rate:acct") == stored
+    waited = limiter.reserve("acct", rate, max_wait=2)
+    assert waited.granted and 0.9 < waited.wait <= 1.0
+
+
+def test_state_expires_once_the_account_is_idle(redis_db):
+    limiter = RateLimiter(redis_db)
+    limiter.reserve("acct", Rate(1, 60.0, 1), max_wait=0)
+    assert 60_000 <= redis_db.pttl("voicecode:rate:acct") <= 61_000
+
+
+def test_accounts_are_independent(redis_db):
+    limiter = RateLimiter(redis_db)
+    rate = Rate(1, 60.0, 2)
+    assert [limiter.reserve("a", rate, max_wait=0).granted for _ in range(3)] == [True, True, False]
+    assert [limiter.reserve("b", rate, max_wait=0).granted for _ in range(3)] == [True, True, False]
+    assert RateLimiter(redis_db, prefix="other:").reserve("a", rate, max_wait=0).granted
+
+
+def _hammer(barrier, results, account: str) -> None:
+    """One worker process: reserve a slot, sleep until it, 'send'; until DURATION is over."""
+    limiter = RateLimiter(redis.Redis(host="127.0.0.1", port=6379, db=TEST_DB))
+    barrier.wait()
+    end, sends = time.time() + DURATION, []
+    while time.time() < end:
+        reservation = limiter.reserve(account, SHARED, max_wait=1.0)
+        assert reservation.granted
+        time.sleep(reservation.wait)
+        sends.append(time.time())
+    results.put(sends)
+
+
+def test_several_processes_share_one_limit(redis_db):
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(barrier, results, "shared")) for _ in range(PROCESSES)]
+    for p in procs:
+        p.start()
+    per_process = [results.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(10)
+        assert p.exitcode == 0
+    sends = sorted(t for s in per_process for t in s)
+
+    busiest = max(sum(1 for u in sends if t <= u < t + 1.0) for t in sends)
+    span = sends[-1] - sends[0]
+    assert busiest <= SHARED.limit + SHARED.burst
+    assert len(sends) == pytest.approx(SHARED.burst + SHARED.limit * span, abs=2)
+    assert span > DURATION - 0.2
+    assert all(len(s) > 5 for s in per_process)  # every process got its share

@@ -1,0 +1,38 @@
+-- KEYS: unacked index, unacked hash, then each queue's lists in priority order.
+-- ARGV: now, how many to take, how many lists each queue has.
+-- Takes one message per queue per round, highest priority first, until enough or all empty.
+-- The unacked entry has kombu's format: [message, exchange, routing key].
+local now, limit, per = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local function js(value)
+  if value == nil then return 'null' end
+  return cjson.encode(value)
+end
+if redis.call('EXISTS', unpack(KEYS, 3)) == 0 then return {} end
+local taken, out, found = 0, {}, true
+while taken < limit and found do
+  found = false
+  for first = 3, #KEYS, per do
+    if taken >= limit then break end
+    for key = first, first + per - 1 do
+      local raw = redis.call('RPOP', KEYS[key])
+      if raw then
+        local ok, message = pcall(cjson.decode, raw)
+        local tag = ''
+        if ok and type(message) == 'table' and type(message.properties) == 'table'
+            and type(message.properties.delivery_tag) == 'string' then
+          tag = message.properties.delivery_tag
+          local info = message.properties.delivery_info
+          if type(info) ~= 'table' then info = {} end
+          redis.call('ZADD', KEYS[1], now, tag)
+          redis.call('HSET', KEYS[2], tag, '[' .. raw .. ',' .. js(info.exchange) .. ',' .. js(info.routing_key) .. ']')
+        end
+        out[#out + 1] = KEYS[key]
+        out[#out + 1] = raw
+        out[#out + 1] = tag
+        taken, found = taken + 1, true
+        break
+      end
+    end
+  end
+end
+return out

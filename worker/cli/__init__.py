@@ -1,0 +1,234 @@
+"""The ``voicecode`` command line."""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+from typing import NoReturn, TypeVar
+
+from config import ConfigError, get_settings
+
+if TYPE_CHECKING:
+    from worker.stores import Stores
+from config.settings import MAX_TTL, parse_host, parse_number
+
+T = TypeVar("T")
+
+
+def _send(args: argparse.Namespace) -> int:
+    from tasks.producer import enqueue_voice_code
+
+    result = enqueue_voice_code(args.mobile, args.code, args.account, args.request_id, args.ttl)
+    print(result.id, flush=True)
+    if args.wait:
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
+        try:
+            value = result.get(timeout=args.wait, propagate=False)
+        except CeleryTimeout:
+            return _fail(f"no result within {args.wait:g} s (task {result.id} is still queued or running)")
+        print(json.dumps(value, ensure_ascii=False))
+    return 0
+
+
+def _stores() -> Stores:
+    from worker.stores import Stores
+
+    return Stores.connect(get_settings())
+
+
+def _balance(args: argparse.Namespace) -> int:
+    from ihuyi import IhuyiError
+    from worker.ops.balance import check_one
+    from worker.sending.flow import client_for
+
+    settings = get_settings()
+    names = [args.account] if args.account else list(settings.accounts)
+    if args.account and args.account not in settings.accounts:
+        return _fail(f"unknown account {args.account!r}")
+    states = _stores().accounts
+    status = 0
+    for name in names:
+        try:
+            print(f"{name}: {check_one(client_for(settings, settings.accounts[name]), states, name)}")
+        except IhuyiError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    store = _stores().dead_letters
+    if args.action == "list":
+        letters = store.list()
+        if args.json:
+            print(json.dumps([letter.to_dict() for letter in letters], ensure_ascii=False, indent=2))
+            return 0
+        print(f"{'id':12}  {'reason':18}  {'code':>5}  {'account':10}  {'mobile':11}  {'tries':>5}  {'last attempt':19}  task")
+        for d in letters:
+            print(f"{d.id:12}  {d.reason:18}  {d.code if d.code is not None else '-':>5}  {d.account or '-':10}  "
+                  f"{d.mobile:11}  {d.attempts:>5}  {_when(d.last_attempt):19}  {d.task_id or '-'}")
+        print(f"{len(letters)} dead letter(s)")
+        return 0
+    if args.action == "purge":
+        print(f"purged {store.purge()} dead letter(s)")
+        return 0
+    from tasks.producer import NotReplayable, replay_dead_letter
+
+    ids = [d.id for d in store.list()] if args.all else [args.id]
+    if not ids[0:1] or ids == [None]:
+        return _fail("name a dead-letter ID or pass --all")
+    failed = 0
+    for letter_id in ids:
+        try:
+            print(f"{letter_id}: replayed as task {replay_dead_letter(letter_id).id}")
+        except (NotReplayable, ValueError) as exc:
+            print(f"{letter_id}: {exc}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    settings, states = get_settings(), _stores().accounts
+    if args.action == "resume":
+        if args.name not in settings.accounts:
+            return _fail(f"unknown account {args.name!r}")
+        print(f"{args.name}: {'resumed' if states.resume(args.name) else 'was not paused'}")
+        return 0
+    print(f"{'account':12}  {'state':24}  {'rate':8}  {'fallback':10}  {'last code':>9}  {'balance':>8}")
+    for state in states.snapshot(settings.accounts):
+        account = settings.accounts[state.name]
+        shown = "active" if state.paused is None else f"paused ({state.paused.code}) since {_when(state.paused.since)[11:]}"
+        print(f"{state.name:12}  {shown:24}  {str(account.rate):8}  {account.fallback or '-':10}  "
+              f"{'-' if state.last_code is None else state.last_code:>9}  {'-' if state.balance is None else state.balance:>8}")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from ihuyi.sandbox import serve
+
+    accounts = {a.apiid: a.apikey for a in get_settings().accounts.values()}
+    serve(accounts, args.host, args.port, args.latency_ms, args.slow_ms, args.balance, drip_ms=args.drip_ms)
+    return 0
+
+
+def _flower(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if not settings.flower_basic_auth:
+        return _fail("FLOWER_BASIC_AUTH is not set: Flower shows every task, so it never runs without a password")
+    from worker.ops.flower import run
+
+    run(settings.flower_basic_auth, args.port or settings.flower_port, args.address or settings.flower_address)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from worker.cli.demo import run_demo
+
+    return run_demo(timeout=args.timeout)
+
+
+def _fail(message: str) -> int:
+    print(f"voicecode: {message}", file=sys.stderr)
+    return 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad argument reported as one line on stderr like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"voicecode: {message}\n")
+
+
+def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type`` from one of config's parsers: its problem becomes the argument's error."""
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.problem) from None
+    return convert
+
+
+def _bounded(kind: type[int] | type[float], minimum: float, maximum: float) -> Callable[[str], int | float]:
+    """A finite ``kind`` from ``minimum`` to ``maximum``, by the rules every numeric setting follows."""
+    return _checked(functools.partial(parse_number, "", kind=kind, minimum=minimum, maximum=maximum))
+
+
+_PORT = _bounded(int, 1, 65535)
+# A wait, like a code, is pointless past the longest TTL.
+_SECONDS = _bounded(float, 0.01, MAX_TTL)
+_MILLISECONDS = _bounded(int, 0, 600_000)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="voicecode", description="Send voice verification codes through ihuyi.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    send = sub.add_parser("send", help="enqueue one voice code")
+    send.add_argument("mobile")
+    send.add_argument("code")
+    send.add_argument("--account")
+    send.add_argument("--request-id")
+    send.add_argument("--ttl", type=_bounded(int, 1, MAX_TTL), metavar="SECONDS")
+    send.add_argument("--wait", type=_SECONDS, metavar="SECONDS", help="wait for the result and print it as JSON")
+    send.set_defaults(run=_send)
+
+    balance = sub.add_parser("balance", help="ask ihuyi for the remaining balance")
+    balance.add_argument("--account")
+    balance.set_defaults(run=_balance)
+
+    dead = sub.add_parser("dead-letters", help="list, replay or purge dead letters")
+    dead_sub = dead.add_subparsers(dest="action", required=True)
+    dead_list = dead_sub.add_parser("list")
+    dead_list.add_argument("--json", action="store_true")
+    replay = dead_sub.add_parser("replay")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?")
+    which.add_argument("--all", action="store_true")
+    dead_sub.add_parser("purge")
+    dead.set_defaults(run=_dead_letters)
+
+    accounts = sub.add_parser("accounts", help="list accounts with their state, or resume a paused one")
+    accounts.set_defaults(run=_accounts, action="list")
+    accounts_sub = accounts.add_subparsers(dest="action")
+    accounts_sub.add_parser("list")
+    resume = accounts_sub.add_parser("resume")
+    resume.add_argument("name")
+
+    sandbox = sub.add_parser("sandbox", help="run the local ihuyi simulator")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=_PORT, default=8099)
+    sandbox.add_argument("--latency-ms", type=_MILLISECONDS, default=0)
+    sandbox.add_argument("--slow-ms", type=_MILLISECONDS, default=15000, help="how long the slow-reply magic numbers take")
+    sandbox.add_argument("--drip-ms", type=_MILLISECONDS, default=2000, help="the dripping replies' pace, per byte")
+    sandbox.add_argument("--balance", type=int, default=1000, help="starting balance of every account")
+    sandbox.set_defaults(run=_sandbox)
+
+    flower = sub.add_parser("flower", help="run Flower, behind FLOWER_BASIC_AUTH")
+    flower.add_argument("--port", type=_PORT, help="default FLOWER_PORT")
+    flower.add_argument("--address", type=_checked(functools.partial(parse_host, "")), help="default FLOWER_ADDRESS")
+    flower.set_defaults(run=_flower)
+
+    demo = sub.add_parser("demo", help="send a scripted set through every outcome and print a table")
+    demo.add_argument("--timeout", type=_SECONDS, default=120)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        get_settings()
+        return args.run(args)
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    except ValueError as exc:
+        return _fail(str(exc))

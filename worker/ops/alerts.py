@@ -1,0 +1,103 @@
+"""Alerts: the things that need a person, each a Sentry issue of its own per kind and account.
+
+An alert is a Sentry message event fingerprinted ``["voicecode", kind, account]`` and tagged
+``kind``, ``account`` and ``ihuyi_code``, so every account's low balance (say) is one issue
+that reopens and counts, apart from every other. It is raised at most once per
+``ALERT_DEDUP_SECONDS`` per kind and account for the whole pool: the first worker to ``SET
+key NX EX`` in the shared state raises it, every other one in the window stays quiet, so a
+backlog of 10,000 failures raises one alert, not 10,000. An alert is also logged (WARNING),
+so it is seen where Sentry is not configured.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import redis
+import sentry_sdk
+
+from ihuyi.codes import classify
+
+log = logging.getLogger(__name__)
+
+Level = Literal["warning", "error"]
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    level: Level
+    advice: str
+
+
+LOW_BALANCE = Kind("low_balance", "error", "the balance is used up: top the account up")
+BALANCE_BELOW_THRESHOLD = Kind("balance_below_threshold", "warning", "the balance is running low: top the account up")
+ACCOUNT_FROZEN = Kind("account_frozen", "error", "ihuyi froze the account: ask ihuyi support to unfreeze it")
+CREDENTIALS_REFUSED = Kind("credentials_refused", "error",
+                           "ihuyi refused the APIID/APIKEY or this host's IP: check both")
+CONFIGURATION = Kind("configuration", "error", "the APIID or APIKEY sent was empty: check IHUYI_ACCOUNTS / IHUYI_APIID")
+UNKNOWN_CODE = Kind("unknown_code", "error", "ihuyi answered a code it never documented: ask ihuyi what it means")
+
+KINDS: Mapping[str, Kind] = {kind.name: kind for kind in (
+    LOW_BALANCE, BALANCE_BELOW_THRESHOLD, ACCOUNT_FROZEN, CREDENTIALS_REFUSED, CONFIGURATION, UNKNOWN_CODE)}
+
+
+def kind_for_code(code: int | None) -> Kind | None:
+    """The alert an ihuyi reply code calls for (its ``alert`` in ihuyi/codes.py's table), or None."""
+    if code is None:
+        return None
+    alert = classify(code).alert
+    return None if alert is None else KINDS[alert]
+
+
+class Alerts:
+    """Raises alerts, deduplicated pool-wide through ``client`` for ``window`` seconds."""
+
+    def __init__(self, client: redis.Redis, window: int, prefix: str = "voicecode:alert:") -> None:
+        self._redis = client
+        self.window = window
+        self.prefix = prefix
+        self._local_lock = threading.Lock()
+        self._local_at: dict[str, float] = {}
+
+    def raise_from_this_process(self, every: float, kind: str, account: str, *, level: Level, message: str) -> bool:
+        """Raise an alert about the shared state itself, at most once per ``every`` seconds per process.
+
+        The pool-wide dedup lives in the Redis the alert is about, so this process keeps its own.
+        """
+        with self._local_lock:
+            if time.monotonic() - self._local_at.get(kind, float("-inf")) < every:
+                return False
+            self._local_at[kind] = time.monotonic()
+        return self.raise_alert(kind, account, level=level, message=message)
+
+    def raise_alert(self, kind: str, account: str, *, level: Level, message: str, code: int | None = None,
+                    details: Mapping[str, object] | None = None) -> bool:
+        """Raise one alert unless the pool already raised it inside the window; True when this call raised it."""
+        try:
+            first = self._redis.set(f"{self.prefix}{kind}:{account}", 1, nx=True, ex=self.window)
+        except redis.RedisError as exc:  # rather a duplicate alert than a missed one
+            log.warning("alert dedup unavailable (%s): raising %s for %s anyway", type(exc).__name__, kind, account)
+            first = True
+        if not first:
+            return False
+        with sentry_sdk.new_scope() as scope:
+            scope.fingerprint = ["voicecode", kind, account]
+            scope.set_tags({"kind": kind, "account": account, "ihuyi_code": "none" if code is None else str(code)})
+            scope.set_context("alert", {"kind": kind, "account": account, "ihuyi_code": code,
+                                        "dedup_seconds": self.window, **(details or {})})
+            sentry_sdk.capture_message(message, level=level)
+        log.warning("ALERT %s [%s] account %s: %s", kind, level, account, message)
+        return True
+
+    def for_code(self, code: int | None, account: str, context: str) -> bool:
+        """Raise the alert ``code`` calls for (if any) on ``account``; ``context`` says where it was seen."""
+        kind = kind_for_code(code)
+        if kind is None:
+            return False
+        return self.raise_alert(kind.name, account, level=kind.level, code=code,
+                                message=f"ihuyi account {account}: code {code} {context}; {kind.advice}")

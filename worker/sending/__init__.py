@@ -1,0 +1,1 @@
+"""The life of one send, without Celery: the request, its flow, retries and masking."""

@@ -1,0 +1,126 @@
+"""One record per ``request_id`` in the shared Redis: deadline, attempts, lease and outcome.
+
+Every decision is one atomic script on the Redis server's clock, so a redelivered or
+re-enqueued request, on any worker, sees what the others did:
+
+- ``begin`` when a delivery starts: a finished request answers ``done`` (with its stored
+  result), one another attempt holds answers ``busy``, one past its deadline ``expired``;
+  otherwise the attempt is counted and leased to the caller under a fresh token.
+- ``claim`` right before the Submit: the caller still holds the lease and the code's
+  deadline has not passed; the lease is renewed for the whole Submit.
+- ``finish`` stores the final result (never over an accepted Submit); ``release`` gives
+  the lease back for a retry, only while the caller still holds it.
+
+The lease outlasts the longest possible Submit attempt (the ihuyi client's total
+deadline), so a redelivery cannot overlap a live attempt. The deadline is the time the
+request was enqueued (or first seen, for producers that do not say) plus its TTL, so
+neither retries nor redeliveries stretch a code's validity. A task parked for a rate-limit
+slot leaves its slot in the record, where only the next attempt at this request finds it.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from worker.stores import scripts
+
+KEY_PREFIX = "voicecode:request:"
+
+@dataclass(frozen=True)
+class Slot:
+    """A rate-limit slot on ``account`` reserved for ``at`` (epoch) before the task was parked."""
+
+    account: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What ``begin`` decided. ``state`` is ``go``, ``done``, ``busy`` or ``expired``."""
+
+    state: str
+    now: float = 0.0
+    deadline: float = 0.0
+    attempts: int = 0
+    first_attempt: float | None = None
+    last_attempt: float | None = None
+    result: dict[str, Any] | None = None
+    wait: float = 0.0
+    token: str = ""
+    slot: Slot | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``claim`` decided: ``go`` (with ``remaining`` seconds to the deadline), ``expired`` or ``lost``."""
+
+    state: str
+    remaining: float = 0.0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class IdempotencyStore:
+    def __init__(self, client: redis.Redis, *, lease_seconds: float, keep_seconds: int = 86400) -> None:
+        self._redis = client
+        self._begin = scripts.register(client, "idempotency_begin")
+        self._claim = scripts.register(client, "idempotency_claim")
+        self._release = scripts.register(client, "idempotency_release")
+        self._finish = scripts.register(client, "idempotency_finish")
+        self.lease_seconds = lease_seconds
+        self.keep_seconds = keep_seconds
+
+    def begin(self, request_id: str, ttl: int, enqueued_at: float | None = None) -> Attempt:
+        keep = max(self.keep_seconds, ttl)
+        token = secrets.token_hex(8)
+        reply = [_text(r) for r in self._begin(
+            keys=[KEY_PREFIX + request_id],
+            args=[ttl, "" if enqueued_at is None else repr(float(enqueued_at)), self.lease_seconds, keep, token],
+        )]
+        state = reply[0]
+        if state == "done":
+            return Attempt("done", result=json.loads(reply[1]))
+        if state == "busy":
+            return Attempt("busy", wait=float(reply[1]))
+        now, deadline, attempts, first, last = reply[1:6]
+        slot_account, slot_at = reply[6:8] if state == "go" else ("", "")
+        return Attempt(
+            state, float(now), float(deadline), int(attempts),
+            float(first) if first else None, float(last) if last else None,
+            token=token if state == "go" else "",
+            slot=Slot(slot_account, float(slot_at)) if slot_account else None,
+        )
+
+    def claim(self, request_id: str, attempt: Attempt) -> Claim:
+        """Right before a Submit: still ours and not past the deadline? Renews the lease if so."""
+        reply = [_text(r) for r in self._claim(keys=[KEY_PREFIX + request_id],
+                                              args=[attempt.token, self.lease_seconds])]
+        return Claim(reply[0], float(reply[1]) if reply[0] == "go" else 0.0)
+
+    def finish(self, request_id: str, result: dict[str, Any]) -> dict[str, Any] | None:
+        """Store the final result; later ``begin`` calls for this id answer ``done``.
+
+        Returns None, or the stored result of an accepted Submit that ``result`` would have replaced.
+        """
+        kept = self._finish(keys=[KEY_PREFIX + request_id], args=[result["status"], json.dumps(result)])
+        return None if kept is None else json.loads(kept)
+
+    def release(self, request_id: str, attempt: Attempt, *, sent: bool, slot: Slot | None = None) -> bool:
+        """Give the lease back so a retry may go; False if this attempt no longer held it.
+
+        An attempt that cannot have reached ihuyi (``sent`` False) is not counted; ``slot`` is
+        left for the parked copy of the task.
+        """
+        return bool(self._release(
+            keys=[KEY_PREFIX + request_id],
+            args=[attempt.token, "1" if sent else "0", slot.account if slot else "", repr(slot.at) if slot else ""],
+        ))
+
+    def forget(self, request_id: str) -> None:
+        """Drop a finished request's outcome (not its deadline), so a replay may send it."""
+        self._redis.hdel(KEY_PREFIX + request_id, "status", "result", "lease", "owner")

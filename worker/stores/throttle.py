@@ -1,0 +1,69 @@
+"""Per-number throttle over several windows (e.g. 1/60s, 5/h, 10/d), pool-wide in Redis.
+
+ihuyi freezes accounts that call one person too often (code 408), so the service limits
+calls per called number itself. Each number has a sliding-window log: one sorted set of
+its recent calls (score = the Redis server's time), trimmed to the longest window. A
+decision is one atomic Lua script, so workers on every host see each other's calls.
+
+Keys hold a hash of the number, never the number itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+
+import redis
+
+from config.settings import Window
+from worker.stores import scripts
+
+def _member(request_id: str | None) -> str:
+    """A request's entry in a number's log: a hash, since a request id may hold the number itself."""
+    return "" if request_id is None else hashlib.sha256(request_id.encode("utf-8")).hexdigest()[:16]
+
+
+def number_key(prefix: str, mobile: str) -> str:
+    """The throttle key of ``mobile``: a SHA-256 prefix, so no number is readable in Redis."""
+    return prefix + hashlib.sha256(mobile.encode("utf-8")).hexdigest()[:24]
+
+
+class MobileThrottle:
+    """Enforces every one of ``windows`` per called number, across the whole pool."""
+
+    def __init__(self, client: redis.Redis, windows: Sequence[Window], prefix: str = "voicecode:throttle:") -> None:
+        self._redis = client
+        self._check = scripts.register(client, "throttle_check")
+        self.windows = tuple(windows)
+        self.prefix = prefix
+        self._window_args = [str(v) for w in self.windows for v in (w.limit, w.seconds)]
+
+    def retry_after(self, mobile: str) -> float:
+        """Seconds until a call to ``mobile`` would be allowed (0.0: now). Records nothing.
+
+        The producer API asks this before enqueueing, to tell the web app's user how long to wait.
+        """
+        return self._run(mobile, record=False)
+
+    def acquire(self, mobile: str, request_id: str | None = None) -> float:
+        """Record a call to ``mobile`` and return 0.0 if every window allows it now.
+
+        Otherwise record nothing and return the seconds to wait: a code that was throttled
+        does not use up the number's quota. A request is counted once, however many attempts
+        it takes: the calls of one ``request_id`` after the first are allowed and not recorded.
+        """
+        return self._run(mobile, record=True, member=_member(request_id))
+
+    def release(self, mobile: str, request_id: str) -> None:
+        """Take back the call recorded for ``request_id``, for a Submit that cannot have reached ihuyi."""
+        if self.windows:
+            self._redis.zrem(number_key(self.prefix, mobile), _member(request_id))
+
+    def _run(self, mobile: str, *, record: bool, member: str = "") -> float:
+        if not self.windows:
+            return 0.0
+        reply = self._check(
+            keys=[number_key(self.prefix, mobile)],
+            args=["1" if record else "0", member or secrets.token_hex(8), *self._window_args],
+        )
+        return float(reply)
