@@ -737,6 +737,7 @@ def test_a_reply_that_never_finishes_is_abandoned_at_the_attempts_deadline(hosti
     result = stack.send(mobile, CODES[0], ttl=60).get(timeout=30)
     assert (result["status"], result["attempts"]) == ("submitted", 2)
     first, second = _submit_times(box, mobile)
+    record(f"hostile_ihuyi_fault_{fault}", retry_after_first_submit_s=round(second - first, 2))
     assert second - first <= ATTEMPT_SECONDS + 0.4 + 1.0  # the attempt's deadline, the longest backoff, slack
 
 
@@ -749,6 +750,8 @@ def test_no_submit_after_the_codes_deadline(hostile):
     results = [t.get(timeout=30) for t in tasks]
     assert {r["status"] for r in results} <= {"expired", "dead_lettered"}
     times = [at for m in mobiles for at in _submit_times(box, m)]
+    record("dripping_ihuyi_deadline", tasks=len(mobiles), submits=len(times),
+           last_submit_before_deadline_s=round(last_enqueued + 5 - max(times), 2))
     assert len(times) >= 2 * len(mobiles) and max(times) < last_enqueued + 5
 
 
@@ -780,7 +783,10 @@ def test_dripping_replies_leave_threads_for_new_codes(hostile):
     wait_for(lambda: sum(c["mobile"] in dripping for c in box.calls("Submit")) >= 8, 10, what="threads busy")
     mobile = unique_mobile("138")
     USED_MOBILES.add(mobile)
+    enqueued = time.monotonic()
     assert stack.send(mobile, CODES[0], ttl=60).get(timeout=10)["status"] == "submitted"
+    record("dripping_ihuyi_new_code", dripping_tasks=len(dripping), threads=8,
+           new_code_sent_after_s=round(time.monotonic() - enqueued, 2))
 
 
 @pytest.mark.slow
@@ -798,6 +804,7 @@ def test_a_redelivery_while_the_first_attempt_still_reads_does_not_call_twice():
             result = stack.send(mobile, CODES[0], ttl=120).get(timeout=40)
             assert result["status"] in {"submitted", "duplicate"}
             first, second = _submit_times(box, mobile)
+            record("redelivery_during_attempt", submits=2, second_submit_after_s=round(second - first, 2))
             # The second Submit only once the first attempt was cut at its 15 s deadline.
             assert 15 <= second - first <= 15 + 0.4 + 2
 
