@@ -1,4 +1,4 @@
-"""Issue 3's benchmarks: rate-limit accuracy and fairness between accounts."""
+"""Rate-limit benchmarks: accuracy and fairness between accounts."""
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,4 @@
-"""Issue 5's benchmarks: throughput (vs naive and ceiling references), latency, cost per task, scale.
+"""Performance benchmarks: throughput (vs naive and ceiling references), latency, cost per task, scale.
 
 Every scenario runs on a private ``redis-server`` started here (and, for RabbitMQ, a vhost of
 its own, ``vcbench``), so the benchmark neither disturbs nor is disturbed by tests sharing

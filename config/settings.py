@@ -11,22 +11,27 @@ import json
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_API_URL = "http://api.voice.ihuyi.com/webservice/voice.php"
+#: https, its certificate checked; a plain http:// URL works only when set, with a warning at start.
+DEFAULT_API_URL = "https://api.voice.ihuyi.com/webservice/voice.php"
 DEFAULT_ACCOUNT = "default"
 #: The longest a code may stay valid, in seconds: the bound on ``VOICE_CODE_TTL`` and on a request's ``ttl``.
 MAX_TTL = 86400
-#: Pools that work when chosen in the configuration. gevent and eventlet must monkey-patch
-#: before anything else is imported, which Celery does only for ``--pool`` on its command line.
+#: The pools the service supports. gevent is refused: with 100 greenlets a worker ran 12.5
+#: tasks/s, the no-op reference task as slowly, where the threads pool runs about 300; it is
+#: not a dependency, and neither is eventlet.
 WORKER_POOLS = ("threads", "prefork", "solo")
 #: The most calls a rate, a burst or a throttle window may count.
 _MAX_COUNT = 1_000_000
 #: The longest per-number throttle window, in seconds.
 _MAX_WINDOW = 30 * 86400
+#: The shortest ``VOICECODE_SECRET`` accepted.
+MIN_SECRET_LENGTH = 16
 
 
 class ConfigError(ValueError):
@@ -98,10 +103,34 @@ class Settings:
     flower_basic_auth: str | None
     flower_port: int
     flower_address: str
+    metrics_basic_auth: str | None
+    metrics_port: int
+    metrics_address: str
+    host: str
     state_dir: Path
     visibility_timeout: int
     worker_pool: str
     worker_concurrency: int
+
+    @property
+    def embedded(self) -> bool:
+        """True when no server was configured and the embedded Redis stands in."""
+        return not (self.broker_url or self.redis_url)
+
+
+@dataclass(frozen=True)
+class ProducerSettings:
+    """What a web app needs to enqueue and to verify: where the broker and the state live, and
+    the limits checked before enqueueing. No ihuyi account: workers announce the ones they serve."""
+
+    broker_url: str | None
+    result_backend: str | None
+    redis_url: str | None
+    state_dir: Path
+    code_ttl: int
+    mobile_throttle: tuple[Window, ...]
+    verify_secret: bytes | None = field(repr=False)
+    verify_max_attempts: int
 
     @property
     def embedded(self) -> bool:
@@ -120,6 +149,8 @@ _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 # Sentry refuses environments with white space or slashes, or longer than 64 characters.
 _SENTRY_ENVIRONMENT = re.compile(r"[^\s/]{1,64}")
+# A worker host's name (VOICECODE_HOST): part of Redis field names and alerts, so no "@" or space.
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _shown(value: object) -> str:
@@ -129,13 +160,17 @@ def _shown(value: object) -> str:
 
 
 def parse_rate(variable: str, text: str, burst: object = None) -> Rate:
-    """Parse ``N/s``, ``N/m`` or ``N/h``; the burst defaults to one second's worth (at least 1)."""
+    """Parse ``N/s``, ``N/m`` or ``N/h``: at most N calls in any such window.
+
+    The burst defaults to 1: calls are spaced evenly, one every period/N, never two at once.
+    A larger ``burst`` (opt-in, per account) lets that many go at once after a quiet spell,
+    so up to N + burst - 1 can fall in one window.
+    """
     match = _RATE.fullmatch(str(text))
     if not match or not 1 <= int(match[1]) <= _MAX_COUNT:
         raise ConfigError(variable, f"expected a rate like 10/s or 600/m, at most {_MAX_COUNT} calls, got {_shown(text)}")
     limit, period = int(match[1]), _PERIODS[match[2]]
-    if burst is None:
-        burst = max(1, int(limit / period))
+    burst = 1 if burst is None else burst
     if not isinstance(burst, int) or isinstance(burst, bool) or not 1 <= burst <= _MAX_COUNT:
         raise ConfigError(variable, f"burst must be a whole number from 1 to {_MAX_COUNT}, got {_shown(burst)}")
     return Rate(limit, period, burst)
@@ -219,12 +254,33 @@ def _sentry_environment(env: Mapping[str, str]) -> str:
     return value
 
 
-def _basic_auth(env: Mapping[str, str]) -> str | None:
+def _basic_auth(env: Mapping[str, str], variable: str = "FLOWER_BASIC_AUTH") -> str | None:
     """``user:password``, or several separated by commas; never shown in an error."""
-    auth = (env.get("FLOWER_BASIC_AUTH") or "").strip()
+    auth = (env.get(variable) or "").strip()
     if auth and not all(_CREDENTIAL.fullmatch(part) for part in auth.split(",")):
-        raise ConfigError("FLOWER_BASIC_AUTH", "expected user:password, or user1:pass1,user2:pass2 (a password has no comma or space)")
+        raise ConfigError(variable, "expected user:password, or user1:pass1,user2:pass2 (a password has no comma or space)")
     return auth or None
+
+
+def _host(env: Mapping[str, str]) -> str:
+    """This host's name for pauses and alerts about it: ``VOICECODE_HOST``, else the system's host name."""
+    name = (env.get("VOICECODE_HOST") or "").strip() or socket.gethostname()
+    if not _HOST_NAME.fullmatch(name):
+        raise ConfigError("VOICECODE_HOST", f"a host is named by 1 to 64 of A-Z a-z 0-9 _ . -, got {_shown(name)}")
+    return name
+
+
+def _verify_secret(env: Mapping[str, str]) -> bytes | None:
+    """The key of the verification hashes; None when unset (verifying then refuses, naming it). Never shown."""
+    secret = (env.get("VOICECODE_SECRET") or "").strip()
+    if secret and len(secret) < MIN_SECRET_LENGTH:
+        # A short key lets anyone holding a copy of Redis try every number and code against the hashes.
+        raise ConfigError("VOICECODE_SECRET", f"must be at least {MIN_SECRET_LENGTH} characters: a long random string")
+    return secret.encode() or None
+
+
+def _state_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("VOICECODE_STATE_DIR") or Path.home() / ".local/state/voicecode").expanduser().absolute()
 
 
 def _table_account(name: str, spec: object, default_rate: Rate) -> Account:
@@ -309,10 +365,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         flower_basic_auth=_basic_auth(env),
         flower_port=_number(env, "FLOWER_PORT", "5555", int, 1, 65535),
         flower_address=parse_host("FLOWER_ADDRESS", env.get("FLOWER_ADDRESS") or "127.0.0.1"),
-        state_dir=Path(env.get("VOICECODE_STATE_DIR") or Path.home() / ".local/state/voicecode").expanduser().absolute(),
+        metrics_basic_auth=_basic_auth(env, "METRICS_BASIC_AUTH"),
+        metrics_port=_number(env, "METRICS_PORT", "9808", int, 1, 65535),
+        metrics_address=parse_host("METRICS_ADDRESS", env.get("METRICS_ADDRESS") or "127.0.0.1"),
+        host=_host(env),
+        state_dir=_state_dir(env),
         visibility_timeout=_number(env, "REDIS_VISIBILITY_TIMEOUT", "120", int, 10, MAX_TTL),
         worker_pool=_choice(env, "WORKER_POOL", "threads", WORKER_POOLS,
-                            " (gevent and eventlet only as --pool on the celery command line)"),
+                            " (gevent and eventlet are not supported: use threads)"),
         worker_concurrency=_number(env, "WORKER_CONCURRENCY", "32", int, 1, 1000),
     )
     _check_together(settings)
@@ -325,7 +385,37 @@ def get_settings() -> Settings:
 
     The file is ``VOICECODE_ENV_FILE`` (default ``.env`` in the working directory).
     """
+    _load_env_file()
+    return load_settings()
+
+
+def load_producer_settings(env: Mapping[str, str] | None = None) -> ProducerSettings:
+    """Build and validate :class:`ProducerSettings` from ``env`` (default: the process environment).
+
+    The limits (``VOICE_CODE_TTL``, ``MOBILE_THROTTLE``) should be the workers': the producer
+    refuses what they would.
+    """
+    env = os.environ if env is None else env
+    return ProducerSettings(
+        broker_url=_url(env, "CELERY_BROKER_URL", ("redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp")),
+        result_backend=_url(env, "CELERY_RESULT_BACKEND", ("redis", "rediss", "redis+socket")),
+        redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
+        state_dir=_state_dir(env),
+        code_ttl=_number(env, "VOICE_CODE_TTL", "300", int, 1, MAX_TTL),
+        mobile_throttle=parse_throttle("MOBILE_THROTTLE", env.get("MOBILE_THROTTLE", "1/60s,5/h,10/d")),
+        verify_secret=_verify_secret(env),
+        verify_max_attempts=_number(env, "VERIFY_MAX_ATTEMPTS", "5", int, 1, 100),
+    )
+
+
+@functools.cache
+def get_producer_settings() -> ProducerSettings:
+    """The producer's settings: the environment, with the ``.env`` file filling gaps (as :func:`get_settings`)."""
+    _load_env_file()
+    return load_producer_settings()
+
+
+def _load_env_file() -> None:
     from dotenv import load_dotenv
 
     load_dotenv(os.environ.get("VOICECODE_ENV_FILE") or Path.cwd() / ".env", override=False)
-    return load_settings()

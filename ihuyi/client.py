@@ -135,7 +135,7 @@ class IhuyiClient:
             form["password"] = dynamic_password(self.apiid, self._apikey, *fields.values(), form["time"])
         else:
             form["password"] = self._apikey
-        body = self._post(method, form, started + budget, budget)
+        body, date = self._post(method, form, started + budget, budget)
         reply = parse_reply(body, self.reply_format)
         code = int(reply["code"])
         msg = scrub(str(reply["msg"]), self._apikey, form["password"], *fields.values())
@@ -146,10 +146,10 @@ class IhuyiClient:
         message = f"ihuyi {method} refused: code {code} ({info.meaning})"
         if info.outcome is Outcome.TRANSIENT:
             raise TransientError(message, code, msg, sent=code != SUBMIT_FAILED)
-        raise PermanentError(message, code, msg, info.scope)
+        raise PermanentError(message, code, msg, info.scope, date=date)
 
-    def _post(self, method: str, form: dict[str, str], deadline: float, budget: float) -> bytes:
-        """The reply body of one POST that ends by ``deadline`` (monotonic), else TransientError."""
+    def _post(self, method: str, form: dict[str, str], deadline: float, budget: float) -> tuple[bytes, str | None]:
+        """The reply body and Date header of one POST that ends by ``deadline`` (monotonic), else TransientError."""
         failed = f"ihuyi {method} to {self._host} failed"
         left = deadline - time.monotonic()
         if left <= 0:
@@ -157,7 +157,7 @@ class IhuyiClient:
         error: Exception | None = None
         with within(deadline) as call:
             try:
-                body = self._exchange(method, form, left, failed)
+                reply = self._exchange(method, form, left, failed)
             except (TransientError, *_HTTP_FAILURES) as exc:
                 error = exc
         # Cut by the watchdog, or a connect timed out by its deadline-bound timeout.
@@ -168,10 +168,10 @@ class IhuyiClient:
         if error is not None:
             # Only the type name: a requests exception carries the request, form body included.
             raise TransientError(f"{failed}: {type(error).__name__}", sent=_sent(error))
-        return body
+        return reply
 
-    def _exchange(self, method: str, form: dict[str, str], left: float, failed: str) -> bytes:
-        """The reply body, capped at max_reply_bytes; never follows redirects."""
+    def _exchange(self, method: str, form: dict[str, str], left: float, failed: str) -> tuple[bytes, str | None]:
+        """The reply body, capped at max_reply_bytes, and its Date header; never follows redirects."""
         connect_timeout, read_timeout = self.timeout
         response = (self._session or shared_session()).post(
             self.api_url,
@@ -192,7 +192,7 @@ class IhuyiClient:
                 body += chunk
                 if len(body) > self.max_reply_bytes:
                     raise TransientError(f"{failed}: reply larger than {self.max_reply_bytes} bytes")
-            return bytes(body)
+            return bytes(body), response.headers.get("Date")
 
 
 def _sent(error: Exception | None) -> bool:

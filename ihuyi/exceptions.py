@@ -9,6 +9,8 @@ Messages never contain the APIKEY, the mobile number or the verification code.
 """
 from __future__ import annotations
 
+from email.utils import parsedate_to_datetime
+
 from ihuyi.codes import Scope
 
 
@@ -36,8 +38,21 @@ class TransientError(IhuyiError):
 
 
 class PermanentError(IhuyiError):
-    """ihuyi refused the call; trying again will not help. ``scope`` says who it is about."""
+    """ihuyi refused the call; trying again will not help. ``scope`` says who it is about.
 
-    def __init__(self, message: str, code: int, msg: str, scope: Scope) -> None:
+    ``date`` is the reply's HTTP ``Date`` header (None without one): ihuyi's clock when it
+    refused, which tells a skewed clock from a wrong APIKEY after a 405.
+    """
+
+    def __init__(self, message: str, code: int, msg: str, scope: Scope, *, date: str | None = None) -> None:
         super().__init__(message, code, msg)
         self.scope = scope
+        self.date = date
+
+    @property
+    def server_time(self) -> float | None:
+        """``date`` in Unix seconds; None when there was none or it is not an HTTP date."""
+        try:
+            return parsedate_to_datetime(self.date or "").timestamp()
+        except (TypeError, ValueError, OverflowError):
+            return None

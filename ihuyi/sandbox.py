@@ -6,18 +6,25 @@ GET query parameters) with the reply bytes ihuyi documents, in XML (default) or 
 records every call, and fails on demand.
 
 Submit checks, in order: account empty 401; password empty 402; unknown account or wrong
-password 405; the account's forced code (``set_account(forced_code=...)``); frozen 4050;
+password (or a dynamic password whose ``time`` is more than TIME_WINDOW from the sandbox's
+clock) 405; the account's forced code (``set_account(forced_code=...)``); frozen 4050;
 mobile empty 403; content empty 404; the magic numbers below; mobile not ``1[3-9]`` + 9
 digits 406; content not 4-6 digits 4070; balance used up 4051; else code 2, one unit of
-balance spent and a fresh voiceid. GetNum checks 401, 402, 405 and 4050, then answers the
-balance.
+balance spent and a fresh voiceid. GetNum checks 401, 402, 405, a forced 400 or 4052 (ihuyi
+checks the caller's IP on every method; other forced codes are Submit's only) and 4050, then
+answers the balance.
+
+Every reply's ``Date`` header is the sandbox's clock: the real time plus ``clock_offset``
+seconds, the same clock the dynamic password's ``time`` is checked against. A test sets an
+offset to play an ihuyi whose clock and the worker's disagree (405, with a skewed Date).
 
 Magic mobile numbers (checked after those auth and emptiness checks; they spend balance only
 when they succeed):
 
 * ``1990000CCCC`` always answers code ``int(CCCC)``: ``19900004051`` answers 4051,
-  ``19900000000`` code 0, ``19900009999`` the undocumented 9999 ("未知错误");
-  ``19900000002`` is sent normally.
+  ``19900000000`` code 0, ``19900004081`` 4081 (the number called too often: 4080-4086),
+  ``19900000400`` and ``19900004052`` the host's IP refused, ``19900009999`` the
+  undocumented 9999 ("未知错误"); ``19900000002`` is sent normally.
 * ``19901FNxxxx`` fails with fault F on the first N Submit calls for that exact number, then
   is sent normally.
 * ``19902F0xxxx`` always fails with fault F.
@@ -83,6 +90,13 @@ MESSAGES = {
     407: "短信内容含有敏感字符",
     4070: "语音验证码内容必须为4-6位数字",
     408: "您的帐户疑被恶意利用,已被自动冻结,如有疑问请与客服联系。",
+    4080: "同一手机号码同一秒钟不能超过2条",
+    4081: "同一手机号码一分钟之内发送频率不能超过1条",
+    4082: "同一手机号码一天之内发送频率不能超过5条",
+    4083: "同内容每分钟限制：1条",
+    4084: "同内容每日限制：5条",
+    4085: "同一手机号码验证码短信发送量超出5条",
+    4086: "发送失败，同一个手机号码发送频率太频繁",
 }
 GETNUM_OK = "查询成功"
 UNKNOWN = "未知错误"
@@ -115,6 +129,7 @@ _FAULTS = {1: "http500", 2: "reset", 3: "slow", 4: "garbage", 5: "truncated", 6:
 _PLACED = {"slow", "drip", "hang"}  # faults after which the call is still made
 _CONTROL_TYPES = {"balance": (int, type(None)), "frozen": (bool, type(None)),
                   "forced_code": (int, type(None))}
+_CALLER_CODES = {400, 4052}  # a forced code about the caller's IP answers GetNum too
 
 
 def _md5(*parts: str) -> str:
@@ -145,11 +160,14 @@ class Sandbox:
         drip_ms: int = 2000,
         drip_headers: bool = False,
         initial_balance: int = 1000,
+        clock_offset: float = 0.0,
     ) -> None:
         self._accounts = dict(accounts)
         self._host, self._port = host, port
         self.latency_ms, self.slow_ms = latency_ms, slow_ms
         self.drip_ms, self.drip_headers = drip_ms, drip_headers
+        #: Seconds the sandbox's clock is ahead of the real time (negative: behind).
+        self.clock_offset = clock_offset
         self._initial_balance = initial_balance
         self._lock = threading.Lock()
         self._calls: list[dict[str, Any]] = []
@@ -246,6 +264,10 @@ class Sandbox:
             elif forced_code is not ...:
                 self._forced[apiid] = forced_code
 
+    def now(self) -> float:
+        """The sandbox's clock: what its Date headers say and dynamic passwords are checked against."""
+        return time.time() + self.clock_offset
+
     # -- the API itself (called by the handler threads) ---------------------------------
 
     def _submit(self, p: dict[str, str], at: float) -> tuple[int, str, str | None]:
@@ -258,7 +280,9 @@ class Sandbox:
     def _getnum(self, p: dict[str, str], at: float) -> tuple[int, str]:
         """(code, balance) for one GetNum, recorded."""
         with self._lock:
-            code = self._auth(p) or (4050 if p["account"] in self._frozen else 2)
+            forced = self._forced.get(p["account"])
+            code = self._auth(p) or (forced if forced in _CALLER_CODES else None) or (
+                4050 if p["account"] in self._frozen else 2)
             num = str(max(self._balances[p["account"]], 0)) if code == 2 else "0"
             self._record("GetNum", p, at, code)
         return code, num
@@ -280,7 +304,7 @@ class Sandbox:
             return 405
         if password == apikey:
             return None
-        fresh = _TIME.fullmatch(stamp) and abs(time.time() - int(stamp)) <= TIME_WINDOW
+        fresh = _TIME.fullmatch(stamp) and abs(self.now() - int(stamp)) <= TIME_WINDOW
         if fresh and password == _md5(account, apikey, *signed, stamp):
             return None
         return 405
@@ -367,6 +391,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests carry mobile numbers and codes: log nothing
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header: the sandbox's clock, offset included."""
+        return super().date_time_string(self.server.sandbox.now() if timestamp is None else timestamp)
 
     def do_GET(self) -> None:
         self._dispatch(time.time(), b"")

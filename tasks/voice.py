@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import redis
-from celery import Task
+from celery import Task, signals
 from celery.exceptions import Ignore
 
 from worker.app import app
@@ -15,7 +15,7 @@ from worker.broker.routing import queue_for
 from worker.celeryconf import MaskedTask
 from worker.errors import InvalidPayload
 from worker.ops.reporting import report_outcome
-from worker.sending.flow import Park, RetryIn
+from worker.sending.flow import Done, Park, RetryIn
 from worker.sending.request import validate
 from worker.sending.retry import STATE_STORE
 
@@ -37,8 +37,14 @@ _SIGNATURE = inspect.signature(_shape)
 def send_voice_code(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """send_voice_code(mobile, code, account=None, request_id=None, ttl=None) -> result JSON."""
     result = _run(self, args, kwargs)
-    report_outcome(result, self.app.alerts)
+    report_outcome(result)
     return result
+
+
+@signals.worker_ready.connect
+def _sender_at_start(sender: Any, **_: Any) -> None:
+    """Build the worker's sender when it starts, so what it warns about (a plain http:// ihuyi URL) is said then."""
+    sender.app.sender
 
 
 def _run(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +85,8 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     if not req.request_id:
         req = dataclasses.replace(req, request_id=self.request.id)
     outcome = sender.send(req, task_id=self.request.id, enqueued_at=getattr(self.request, "enqueued_at", None))
+    if isinstance(outcome, (Done, RetryIn)) and outcome.refusal is not None:
+        self.app.alerts.for_refusal(outcome.refusal)
     if isinstance(outcome, RetryIn):
         raise self.retry(countdown=outcome.seconds, exc=None)
     if isinstance(outcome, Park):

@@ -1,4 +1,4 @@
-"""Issue 6: faults, restarts, bad input and secrets, against real worker processes.
+"""Faults, restarts, bad input, a hostile ihuyi and secrets, against real worker processes.
 
 Each scenario builds its own sandbox (so call counts are its own, with a balance that will not
 run out) and its own stack on Redis databases 14/15 (or a private ``redis-server``), starts
@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import kombu
 import pytest
@@ -37,7 +38,7 @@ from ihuyi.sandbox import Sandbox
 from tests.conftest import require_servers
 from tests.sentry_receiver import PUBLIC_KEY, SentryReceiver
 from tests.stacks import start, stop
-from tests.support import (ACCOUNTS, SANDBOX_ACCOUNTS, SECRETS, Backend, Stack, base_env, kill_group,
+from tests.support import (ACCOUNTS, SANDBOX_ACCOUNTS, SECRETS, Backend, Stack, Worker, base_env, kill_group,
                            reachable, unique_mobile, wait_for)
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.e2e]
@@ -242,6 +243,35 @@ def statuses(done: dict[str, dict]) -> Counter:
 # -- 1. worker killed ---------------------------------------------------------------------------
 
 
+def kill_mid_submits(worker: Worker, box: Sandbox, ids: list[str], submits: int) -> tuple[float, int]:
+    """SIGKILL ``worker`` once ``submits`` Submits reached ``box``: (when, how many were in flight)."""
+    wait_for(lambda: len(box.calls("Submit")) >= submits, 30, 0.05, f">={submits} Submits in flight")
+    worker.stop(signal.SIGKILL)
+    kill_group(worker.process)
+    killed_at = time.time()
+    return killed_at, len(box.calls("Submit")) - len(results(RESULTS_DB, ids))
+
+
+def finish_after_kill(stack: Stack, box: Sandbox, name: str, mobiles: list[str], ids: list[str], killed_at: float,
+                      in_flight: int, timeout: float) -> dict[str, Any]:
+    """Start a new worker at once and wait for every task; record the numbers under ``name`` and
+    check that none was lost, each was sent, and no more were sent twice than were in flight."""
+    stack.start_worker(concurrency=120)
+    done = wait_all(RESULTS_DB, ids, timeout)
+    counts = submits_by_mobile(box)
+    dupes = sum(n - 1 for n in counts.values() if n > 1)
+    numbers = dict(
+        tasks=len(ids), in_flight_at_kill=in_flight, final=len(done), lost=len(ids) - len(done),
+        duplicate_submits=dupes, statuses=dict(statuses(done)), recovered_in_s=round(time.time() - killed_at, 1),
+        last_code_after_kill_s=round(max(c["at"] for c in box.calls("Submit")) - killed_at, 1))
+    record(name, **numbers)
+    assert len(done) == len(ids), f"{len(ids) - len(done)} tasks lost"
+    assert set(statuses(done)) <= {"submitted", "duplicate"}, statuses(done)
+    assert all(counts[m] >= 1 for m in mobiles)
+    assert dupes <= in_flight
+    return numbers
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("broker", ["rabbitmq", "redis"])
 def test_worker_killed_with_100_in_flight(broker):
@@ -255,29 +285,71 @@ def test_worker_killed_with_100_in_flight(broker):
             first = stack.start_worker(concurrency=120)
             mobiles = [unique_mobile("138") for _ in range(150)]
             ids, sent_at = send_batch(stack, mobiles, ttl=ttl)
-            wait_for(lambda: len(slow.calls("Submit")) >= 110, 30, 0.05, ">=110 Submits in flight")
-            first.stop(signal.SIGKILL)
-            kill_group(first.process)
-            killed_at = time.time()
-            calls_at_kill = len(slow.calls("Submit"))
-            finished_at_kill = len(results(RESULTS_DB, ids))
-            in_flight = calls_at_kill - finished_at_kill
+            killed_at, in_flight = kill_mid_submits(first, slow, ids, 110)
             assert in_flight >= 100
+            finish_after_kill(stack, slow, f"worker_killed_{broker}", mobiles, ids, killed_at, in_flight, ttl)
+            assert not [c for c in slow.calls("Submit") if c["at"] > sent_at[c["mobile"]] + ttl]
 
-            stack.start_worker(concurrency=120)
-            done = wait_all(RESULTS_DB, ids, ttl)
-            recovered_in = time.time() - killed_at
+
+@pytest.mark.slow
+def test_redis_worker_killed_its_messages_back_within_seconds():
+    """A dead worker's heartbeat expires and a live worker gives its messages back at once: every
+    code sent within 15 s of the kill, with the visibility timeout (the backstop) at 120 s.
+
+    The ihuyi timeouts are the defaults, so a lease lasts 19 s: the redelivered tasks whose
+    attempt the dead worker had begun go at once only because their holder's heartbeat is gone.
+    """
+    require_servers("redis")
+    ttl = 120
+    with Sandbox(SANDBOX_ACCOUNTS, latency_ms=1500, slow_ms=3000, initial_balance=100000) as slow:
+        with scenario_stack("kill-redis-heartbeat", slow, broker="redis://127.0.0.1:6379/14",
+                            state="redis://127.0.0.1:6379/14", result=RESULTS_DB, REDIS_VISIBILITY_TIMEOUT="120",
+                            IHUYI_CONNECT_TIMEOUT="3.05", IHUYI_READ_TIMEOUT="10") as stack:
+            first = stack.start_worker(concurrency=60)
+            mobiles = [unique_mobile("138") for _ in range(120)]
+            ids, _ = send_batch(stack, mobiles, ttl=ttl)
+            killed_at, in_flight = kill_mid_submits(first, slow, ids, 60)
+            assert in_flight >= 50
+            numbers = finish_after_kill(stack, slow, "worker_killed_redis_heartbeat", mobiles, ids, killed_at,
+                                        in_flight, 60)
+            assert numbers["last_code_after_kill_s"] <= 15
+            assert "back to their queues" in stack.workers[1].text()
+
+
+@pytest.mark.slow
+def test_a_worker_stalled_but_not_killed_keeps_its_messages():
+    """A live worker keeps what it took, however long its event loop is blocked: a solo-pool
+    worker holds 3 messages and runs each for 11 s in its event loop (longer than the 10 s
+    heartbeat), and is stopped whole (SIGSTOP) for 6 s on top; a second worker, looking for
+    dead workers every second meanwhile, gives none of them back, and the first sends all 3.
+    Stopped cleanly, a worker withdraws its heartbeat."""
+    require_servers("redis")
+    with Sandbox(SANDBOX_ACCOUNTS, latency_ms=11000, initial_balance=1000) as slow:
+        with scenario_stack("stalled-redis", slow, broker="redis://127.0.0.1:6379/14",
+                            state="redis://127.0.0.1:6379/14", result=RESULTS_DB, REDIS_VISIBILITY_TIMEOUT="120",
+                            IHUYI_READ_TIMEOUT="15") as stack:
+            mobiles = [unique_mobile("138") for _ in range(3)]
+            ids, _ = send_batch(stack, mobiles, ttl=120)
+            stalled = stack.start_worker("--pool", "solo", concurrency=1)
+            wait_for(lambda: stack.state.llen("voicecode") == 0, 10, 0.05, "the solo worker to take all 3")
+            watcher = stack.start_worker(concurrency=4)
+            wait_for(lambda: len(results(RESULTS_DB, ids)) == 1, 30, 0.1, "the first task done")
+            stalled.process.send_signal(signal.SIGSTOP)
+            time.sleep(6)  # the stall itself, not a wait for something
+            stalled.process.send_signal(signal.SIGCONT)
+            done = wait_all(RESULTS_DB, ids, 60)
             counts = submits_by_mobile(slow)
-            dupes = sum(n - 1 for n in counts.values() if n > 1)
-            late = [c for c in slow.calls("Submit") if c["at"] > sent_at[c["mobile"]] + ttl]
-            record(f"worker_killed_{broker}", tasks=len(ids), in_flight_at_kill=in_flight,
-                   final=len(done), lost=len(ids) - len(done), duplicate_submits=dupes,
-                   statuses=dict(statuses(done)), recovered_in_s=round(recovered_in, 1))
-            assert len(done) == len(ids), f"{len(ids) - len(done)} tasks lost"
-            assert set(statuses(done)) <= {"submitted", "duplicate"}, statuses(done)
-            assert all(counts[m] >= 1 for m in mobiles)
-            assert dupes <= in_flight
-            assert not late
+            record("worker_stalled_redis", tasks=len(ids), loop_blocked_s_per_task=11, stopped_s=6,
+                   final=len(done), given_back=watcher.text().count("back to their queues"),
+                   taken_by_watcher=watcher.text().count("] received"), submits=sum(counts.values()))
+            assert len(done) == len(ids) and set(statuses(done)) == {"submitted"}, statuses(done)
+            assert all(counts[m] == 1 for m in mobiles)
+            assert "back to their queues" not in watcher.text() and "] received" not in watcher.text()
+            assert "had lapsed" not in stalled.text()
+
+            stalled.stop()  # a clean shutdown withdraws its heartbeat at once
+            beating = [key.decode().split(":")[-2] for key in stack.state.scan_iter("voicecode:heartbeat:*")]
+            assert beating == [str(watcher.process.pid)]
 
 
 # -- 2. broker restart --------------------------------------------------------------------------

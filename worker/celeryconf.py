@@ -2,11 +2,13 @@
 
 Also the Celery-shaped pieces around the Celery-free send flow: the app that holds the
 process's stores and sender, the task base class that masks every publish, and the worker
-step that re-publishes parked tasks.
+steps that re-publish parked tasks and announce the accounts the worker serves.
 """
 from __future__ import annotations
 
 import gc
+import logging
+import threading
 from functools import cached_property
 from typing import Any
 
@@ -14,7 +16,7 @@ from celery import Celery, Task, bootsteps, signals
 from celery.worker.request import Request
 
 from config import ConfigError, Settings, get_settings
-from worker.broker.routing import DEFAULT_QUEUE, all_queues
+from worker.broker.routing import DEFAULT_QUEUE, all_queues, queue_for
 from worker.ops.alerts import Alerts
 from worker.ops.sentry import BALANCE_MONITOR, init_sentry
 from worker.sending.flow import Sender
@@ -22,6 +24,14 @@ from worker.sending.masking import masked_call
 from worker.stores import Stores
 from worker.stores.connection import resolve_urls
 from worker.stores.parking import Mover
+from worker.stores.registry import WorkerRegistry
+
+#: How often a worker tells the registry which accounts it serves, and how long each word holds:
+#: a worker that died without withdrawing stops counting within a minute.
+ANNOUNCE_EVERY_SECONDS = 20.0
+ANNOUNCE_TTL_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class VoiceCodeApp(Celery):
@@ -33,7 +43,7 @@ class VoiceCodeApp(Celery):
 
     @cached_property
     def stores(self) -> Stores:
-        return Stores.connect(self.settings)
+        return Stores.for_worker(self.settings)
 
     @cached_property
     def sender(self) -> Sender:
@@ -88,6 +98,61 @@ class ParkingMover(bootsteps.StartStopStep):
             self.mover.stop()
 
 
+def served_accounts(app: VoiceCodeApp) -> list[str]:
+    """The configured accounts whose queues this worker consumes: all of them, unless ``-Q`` (or a
+    remote ``add_consumer``/``cancel_consumer``) chose others."""
+    consumed = app.amqp.queues.consume_from
+    return [name for name in app.settings.accounts if queue_for(name) in consumed]
+
+
+class RegistryAnnouncer(bootsteps.StartStopStep):
+    """Each worker announces the accounts it serves (worker/stores/registry.py) and withdraws them
+    when it stops, so a producer refuses an account no live worker serves instead of leaving its
+    task on a queue nobody reads.
+
+    The first announcement is made before the worker reports ready, then one every
+    ANNOUNCE_EVERY_SECONDS from a thread that outlives any failure of the state Redis.
+    """
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(worker,), name="registry-announcer", daemon=True)
+
+    def start(self, worker: Any) -> None:
+        self._registry = WorkerRegistry(worker.app.stores.redis)
+        accounts = self._announce(worker)
+        if accounts is not None:
+            log.info("worker registry: serving accounts %s", ", ".join(accounts) or "(none)")
+        self._thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+        try:
+            self._registry.withdraw(worker.hostname)
+        except Exception as exc:  # noqa: BLE001 - shutting down goes on
+            log.warning("worker registry: withdrawing failed (%s); the entry expires within %g s",
+                        type(exc).__name__, ANNOUNCE_TTL_SECONDS)
+
+    terminate = stop  # a cold shutdown withdraws too
+
+    def _run(self, worker: Any) -> None:
+        while not self._stopping.wait(ANNOUNCE_EVERY_SECONDS):
+            self._announce(worker)
+
+    def _announce(self, worker: Any) -> list[str] | None:
+        """Announce the accounts served now; None when the state Redis did not take it."""
+        accounts = served_accounts(worker.app)
+        try:
+            self._registry.announce(worker.hostname, accounts, ttl=ANNOUNCE_TTL_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure
+            log.warning("worker registry: announcing failed (%s: %s); trying again in %g s",
+                        type(exc).__name__, exc, ANNOUNCE_EVERY_SECONDS)
+            return None
+        return accounts
+
+
 def create_app() -> VoiceCodeApp:
     try:
         settings = get_settings()
@@ -96,6 +161,7 @@ def create_app() -> VoiceCodeApp:
     urls = resolve_urls(settings)
     app = VoiceCodeApp("voicecode", include=["tasks.voice", "tasks.balance", "tasks.accounts"])
     app.steps["worker"].add(ParkingMover)
+    app.steps["worker"].add(RegistryAnnouncer)
     transport_options: dict[str, object] = {}
     if urls.broker.startswith("redis"):
         # An unacked message is handed to another worker after this long. Longer than any
@@ -145,8 +211,11 @@ def create_app() -> VoiceCodeApp:
         worker_enable_prefetch_count_reduction=False,
         # Results are small JSON, useful to the caller for a day.
         result_expires=86400,
-        # Task events for Flower: sent, received, started, succeeded, failed, retried.
-        worker_send_task_events=True,
+        # Task events only while a monitor listens: Flower (worker/ops/flower.py) turns them on
+        # in every worker and keeps them on; `celery -A worker.app control enable_events` does
+        # too. Always on, they cost about 30 % of a worker's throughput. Producers still send
+        # task-sent events, so Flower sees a task the moment it is enqueued.
+        worker_send_task_events=False,
         task_send_sent_event=True,
         beat_schedule={
             BALANCE_MONITOR: {"task": "check_balance", "schedule": settings.balance_check_seconds},

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -17,9 +18,11 @@ AMQP = {**BASE, "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "RED
 
 def test_defaults_match_the_design():
     s = load_settings(BASE)
-    assert s.api_url == "http://api.voice.ihuyi.com/webservice/voice.php"
+    assert s.api_url == "https://api.voice.ihuyi.com/webservice/voice.php"
     assert s.password_mode == "dynamic" and s.code_ttl == 300 and s.balance_alert_threshold == 100
-    assert s.accounts["default"].rate == Rate(10, 1.0, 10)
+    assert s.accounts["default"].rate == Rate(10, 1.0, 1)  # never more than 10 in any second
+    assert s.host == socket.gethostname()
+    assert (s.metrics_basic_auth, s.metrics_port, s.metrics_address) == (None, 9808, "127.0.0.1")
     assert s.mobile_throttle == (Window(1, 60), Window(5, 3600), Window(10, 86400))
     assert s.embedded and s.sentry_dsn is None
     assert (s.worker_pool, s.worker_concurrency) == ("threads", 32)
@@ -89,6 +92,12 @@ def test_several_accounts_with_rates_bursts_and_fallbacks():
     ({**BASE, "FLOWER_ADDRESS": "  "}, "FLOWER_ADDRESS"),
     ({**BASE, "FLOWER_ADDRESS": "local host"}, "FLOWER_ADDRESS"),
     ({**BASE, "FLOWER_BASIC_AUTH": "ops:pass,word"}, "FLOWER_BASIC_AUTH"),  # Flower would accept "word" alone
+    ({**BASE, "METRICS_BASIC_AUTH": "scraper"}, "METRICS_BASIC_AUTH"),
+    ({**BASE, "METRICS_PORT": "65536"}, "METRICS_PORT"),
+    ({**BASE, "METRICS_ADDRESS": "local host"}, "METRICS_ADDRESS"),
+    ({**BASE, "VOICECODE_HOST": "host a"}, "VOICECODE_HOST"),
+    ({**BASE, "VOICECODE_HOST": "w1@host"}, "VOICECODE_HOST"),
+    ({**BASE, "VOICECODE_HOST": "h" * 65}, "VOICECODE_HOST"),
     ({"IHUYI_ACCOUNTS": '{"a": {"apiid": "1", "apikey": "k", "fallback": ["b"]}}'}, "IHUYI_ACCOUNTS"),
     ({"IHUYI_ACCOUNTS": '{"a": {"apiid": {"x": 1}, "apikey": "k"}}'}, "IHUYI_ACCOUNTS"),
     ({"IHUYI_ACCOUNTS": '{"": {"apiid": "1", "apikey": "k"}}'}, "IHUYI_ACCOUNTS"),
@@ -106,9 +115,13 @@ def test_values_at_the_bounds_and_the_new_variables_are_accepted():
                        "VOICECODE_RETRY_BASE": "5", "VOICECODE_RETRY_CAP": "5", "SENTRY_TRACES_SAMPLE_RATE": "1",
                        "SENTRY_DSN": "https://key@o0.ingest.sentry.io/0", "WORKER_POOL": " Solo ",
                        "WORKER_CONCURRENCY": "1000", "FLOWER_PORT": "65535", "FLOWER_ADDRESS": "::",
-                       "FLOWER_BASIC_AUTH": "ops:pw1,audit:pw2"})
+                       "FLOWER_BASIC_AUTH": "ops:pw1,audit:pw2", "METRICS_BASIC_AUTH": "prom:pw3",
+                       "METRICS_PORT": "9100", "METRICS_ADDRESS": "0.0.0.0", "VOICECODE_HOST": " web-2.eu_1 ",
+                       "IHUYI_API_URL": "http://127.0.0.1:8099/webservice/voice.php"})
     assert (s.code_ttl, s.connect_timeout, s.read_timeout, s.retry_base, s.retry_cap) == (MAX_TTL, 60, 300, 5, 5)
     assert (s.worker_pool, s.worker_concurrency, s.flower_port, s.flower_address) == ("solo", 1000, 65535, "::")
+    assert (s.metrics_basic_auth, s.metrics_port, s.metrics_address, s.host) == ("prom:pw3", 9100, "0.0.0.0", "web-2.eu_1")
+    assert s.api_url.startswith("http://")  # plain http only when set, with a warning (worker/sending/flow.py)
     assert load_settings({**AMQP, "VOICECODE_RETRY_CAP": "3600"}).retry_cap == 3600  # RabbitMQ has no visibility timeout
 
 
@@ -120,7 +133,8 @@ def test_a_refused_password_or_dsn_is_never_shown():
 
 
 def test_rates_and_windows_parse():
-    assert parse_rate("X", "600/m") == Rate(600, 60.0, 10)
+    assert parse_rate("X", "600/m") == Rate(600, 60.0, 1)
+    assert parse_rate("X", "20/s", 5) == Rate(20, 1.0, 5)  # a burst only when asked for
     assert parse_throttle("X", "10/d, 1/60s,5/h") == (Window(1, 60), Window(5, 3600), Window(10, 86400))
     assert parse_throttle("X", "") == ()
 

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,6 +26,7 @@ from ihuyi.client import IhuyiClient, SubmitReply, dynamic_password
 from ihuyi.codes import CODES, Outcome, Scope, classify
 from ihuyi.exceptions import IhuyiError, PermanentError, TransientError
 from ihuyi.replies import parse_reply
+from ihuyi.sandbox import MESSAGES
 from ihuyi.transport import DeadlineAdapter, shared_session
 
 APIID = "cf_demo"
@@ -46,25 +51,9 @@ DOC_GETNUM_OK = (
     '<GetNumResult xmlns="http://106.ihuyi.com/"><code>2</code><msg>查询成功</msg><num>856</num></GetNumResult>'
 ).encode()
 
-# ihuyi's msg for each Submit code ("响应参数" in the seed page).
-SUBMIT_MSGS = {
-    0: "提交失败",
-    2: "提交成功",
-    400: "非法ip访问",
-    401: "帐号不能为空",
-    402: "密码不能为空",
-    403: "手机号码不能为空",
-    4030: "手机号码已被列入黑名单",
-    404: "语音内容不能为空",
-    405: "用户名或密码不正确",
-    4050: "账号被冻结",
-    4051: "剩余条数不足",
-    4052: "访问ip与备案ip不符",
-    406: "手机格式不正确",
-    407: "短信内容含有敏感字符",
-    4070: "语音验证码内容必须为4-6位数字",
-    408: "您的帐户疑被恶意利用,已被自动冻结,如有疑问请与客服联系。",
-}
+# ihuyi's msg for each Submit code ("响应参数" in the seed page; 4080-4086 from public clients),
+# as the sandbox answers them.
+SUBMIT_MSGS = MESSAGES
 GETNUM_MSGS = {2: "查询成功", 400: "非法ip访问", 401: "帐号不能为空", 402: "密码不能为空", 405: "用户名或密码不正确", 4050: "账号被冻结"}
 UNKNOWN_CODE = 4099
 
@@ -301,6 +290,53 @@ def test_refusal_message_names_code_and_meaning(server: Server, make_client: Cal
         make_client().submit(MOBILE, CONTENT)
     assert str(caught.value) == "ihuyi Submit refused: code 4051 (balance used up)"
     assert caught.value.scope is Scope.ACCOUNT
+
+
+@pytest.mark.parametrize(("code", "window"), [(4080, 60), (4081, 60), (4082, 86400), (4083, 60), (4084, 86400),
+                                              (4085, 86400), (4086, 3600)])
+def test_a_number_called_too_often_is_about_the_number(code: int, window: int) -> None:
+    info = classify(code)
+    assert (info.outcome, info.scope, info.alert, info.retry_after) == (Outcome.PERMANENT, Scope.NUMBER, None, window)
+
+
+def test_only_the_number_codes_say_when_to_call_again() -> None:
+    assert {c for c, info in CODES.items() if info.retry_after} == set(range(4080, 4087))
+    assert {c for c, info in CODES.items() if info.scope is Scope.HOST} == {400, 4052}
+
+
+def dated(body: bytes, date: str) -> Behaviour:
+    """A 200 reply whose Date header is ``date``."""
+    def send(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response_only(200)
+        handler.send_header("Date", date)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return send
+
+
+@pytest.mark.parametrize(("date", "server_time"), [
+    ("Tue, 14 Nov 2023 22:13:20 GMT", 1_700_000_000.0), ("yesterday", None), ("", None)])
+def test_a_refusal_carries_ihuyis_date(server: Server, make_client: Callable[..., IhuyiClient],
+                                       date: str, server_time: float | None) -> None:
+    server.behaviour = dated(DOC_SUBMIT_405, date)
+    with pytest.raises(PermanentError) as caught:
+        make_client().submit(MOBILE, CONTENT)
+    assert (caught.value.date, caught.value.server_time) == (date, server_time)
+
+
+def test_a_refusal_without_a_date_has_no_server_time(server: Server, make_client: Callable[..., IhuyiClient]) -> None:
+    def undated(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response_only(200)
+        handler.send_header("Content-Length", str(len(DOC_SUBMIT_405)))
+        handler.end_headers()
+        handler.wfile.write(DOC_SUBMIT_405)
+
+    server.behaviour = undated
+    with pytest.raises(PermanentError) as caught:
+        make_client().submit(MOBILE, CONTENT)
+    assert (caught.value.date, caught.value.server_time) == (None, None)
 
 
 def test_documented_failure_reply(server: Server, make_client: Callable[..., IhuyiClient]) -> None:
@@ -747,3 +783,33 @@ def test_client_without_a_session_uses_the_shared_one(server: Server) -> None:
     server.behaviour = respond(DOC_SUBMIT_OK)
     client = IhuyiClient(server.url, APIID, APIKEY)
     assert client.submit(MOBILE, CONTENT).voiceid == "60495654"
+
+
+# --- https ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[Server]:
+    """A Server speaking TLS with a self-signed certificate for 127.0.0.1 (no CA trusts it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server = Server()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.behaviour = respond(DOC_SUBMIT_OK)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_checks_the_certificate(https_server: Server, session: requests.Session) -> None:
+    url = https_server.url.replace("http://", "https://")
+    with pytest.raises(TransientError, match="SSLError"):
+        IhuyiClient(url, APIID, APIKEY, session=session, connect_timeout=2, read_timeout=2).submit(MOBILE, CONTENT)
+    assert https_server.seen == []  # nothing was sent to a server that could not prove who it is

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -177,6 +178,12 @@ def test_validation_codes(sb, kw, code):
     assert balance(sb) == BALANCE
 
 
+@pytest.mark.parametrize("code, msg", [(4081, "同一手机号码一分钟之内发送频率不能超过1条"), (4052, "访问ip与备案ip不符"),
+                                       (4086, "发送失败，同一个手机号码发送频率太频繁")])
+def test_documented_refusals_have_ihuyis_message(sb, code, msg):
+    assert submit(sb, f"1990000{code:04d}", fmt="json").json() == {"code": code, "msg": msg, "voiceid": "0"}
+
+
 def test_unknown_code_message(sb):
     assert submit(sb, "19900009999", fmt="json").json() == {
         "code": 9999, "msg": "未知错误", "voiceid": "0"}
@@ -186,7 +193,8 @@ def test_unknown_code_message(sb):
 
 @pytest.mark.parametrize("mobile, code", [
     ("19900000405", 405), ("19900004051", 4051), ("19900000000", 0), ("19900000408", 408),
-    ("19900004030", 4030), ("19900009999", 9999), ("19900000002", 2),
+    ("19900004030", 4030), ("19900009999", 9999), ("19900000002", 2), ("19900000400", 400), ("19900004052", 4052),
+    *((f"1990000{code}", code) for code in range(4080, 4087)),
 ])
 def test_fixed_code_numbers(sb, mobile, code):
     assert code_of(submit(sb, mobile)) == code
@@ -286,7 +294,7 @@ def test_frozen(sb):
 def test_forced_code(sb, forced):
     sb.set_account(APIID, forced_code=forced)
     assert code_of(submit(sb)) == forced
-    assert code_of(getnum(sb)) == 2  # Submit only
+    assert code_of(getnum(sb)) == (forced if forced in (400, 4052) else 2)  # the caller's IP is checked on every method
     sb.set_account(APIID, balance=3)  # leaves the forced code alone
     assert code_of(submit(sb)) == forced
     sb.set_account(APIID, forced_code=None)
@@ -319,6 +327,29 @@ def test_reset_restores_everything(sb):
     assert sb.calls() == []
     assert code_of(submit(sb)) == 2
     assert balance(sb) == BALANCE - 1
+
+
+# -- the clock ----------------------------------------------------------------------------
+
+def date_of(reply: requests.Response) -> float:
+    return parsedate_to_datetime(reply.headers["Date"]).timestamp()
+
+
+def test_replies_are_dated_by_the_sandboxs_clock(sb):
+    assert abs(date_of(submit(sb)) - time.time()) <= 1.5
+    assert abs(date_of(getnum(sb)) - time.time()) <= 1.5
+
+
+def test_a_skewed_sandbox_refuses_the_dynamic_password_with_a_skewed_date(sb):
+    sb.clock_offset = 3600.0
+    try:
+        refused = submit(sb)
+        assert code_of(refused) == 405 and code_of(getnum(sb)) == 405
+        assert abs(date_of(refused) - (time.time() + 3600)) <= 1.5
+        assert code_of(submit(sb, stamp=str(int(time.time()) + 3600))) == 2  # a client on its clock gets through
+        assert code_of(submit(sb, password=APIKEY, stamp="")) == 2  # the APIKEY has no time to be wrong
+    finally:
+        sb.clock_offset = 0.0
 
 
 # -- recording ----------------------------------------------------------------------------

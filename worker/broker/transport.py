@@ -9,9 +9,13 @@ Here the worker's event loop takes messages with a Lua script that moves them fr
 queues into ``unacked`` in one step, then delivers them. Redis scripts cannot block, so the
 worker polls: on every loop turn while messages come, every ``POLL_SECONDS`` when the queues
 are empty, every ``IDLE_POLL_SECONDS`` once they have been empty for a second.
-Everything else (acks, rejects, restoring after the visibility timeout, fanout, the
-synchronous ``drain_events`` path used outside a worker) is kombu's own. Worker processes
-:func:`install` it (worker/celeryconf.py); producers, beat and Flower keep kombu's.
+The same step records which worker process took each message, and every
+``RECOVER_SECONDS`` the loop gives the messages of workers whose heartbeat expired back to
+their queues (worker/broker/heartbeat.py): a killed worker's messages come back within
+seconds, not after the visibility timeout. Everything else (acks, rejects, restoring after the
+visibility timeout, fanout, the synchronous ``drain_events`` path used outside a worker) is
+kombu's own. Worker processes :func:`install` it (worker/celeryconf.py); producers, beat and
+Flower keep kombu's.
 """
 from __future__ import annotations
 
@@ -27,7 +31,9 @@ from kombu.transport import virtual
 from kombu.utils.json import loads
 
 from worker.broker.envelope import check_redis_envelope
+from worker.broker.heartbeat import RECOVER_SECONDS, OwnerKeys, Recovery
 from worker.stores import scripts
+from worker.stores.heartbeats import PROCESS, Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,8 @@ IDLE_AFTER_SECONDS = 1.0
 TAKE_MAX = 32
 
 class QoS(kombu_redis.QoS):
-    """Skips kombu's own unacked bookkeeping for messages the take script already recorded."""
+    """Skips kombu's own unacked bookkeeping for messages the take script already recorded,
+    and drops a tag's owner record wherever kombu drops its unacked entry."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -57,6 +64,13 @@ class QoS(kombu_redis.QoS):
         else:
             super().append(message, delivery_tag)
 
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        # Every ack, reject, restore (shutdown, visibility timeout, recovery) and drop comes here.
+        keys = self.channel.owner_keys
+        return (super()._remove_from_indices(delivery_tag, pipe)
+                .hdel(keys.owner_of, delivery_tag)
+                .srem(keys.owned(self.channel.heartbeat.identity), delivery_tag))
+
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
@@ -67,7 +81,9 @@ class Channel(kombu_redis.Channel):
             raise ValueError("worker.broker.transport does not support the global_keyprefix transport option")
         self.next_take = 0.0
         self.last_taken = monotonic()
-        self._take_script: Any = None
+        self.heartbeat: Heartbeat = self.connection.heartbeat
+        self.owner_keys = OwnerKeys.of(self.unacked_key)
+        self._on_client: tuple[Any, Recovery] | None = None  # the take and recovery scripts
         self._queue_of: dict[tuple[str, ...], dict[str, str]] = {}
 
     def take(self, limit: int) -> int:
@@ -76,11 +92,25 @@ class Channel(kombu_redis.Channel):
         if not queues:
             return 0
         queue_of = self._lists_of(queues)
-        reply = self._script()(keys=[self.unacked_index_key, self.unacked_key, *queue_of],
-                               args=[time(), limit, len(self.priority_steps)])
+        me, owners = self.heartbeat.identity, self.owner_keys
+        take, _ = self._scripts()
+        reply = take(keys=[self.unacked_index_key, self.unacked_key, owners.owner_of, owners.owned(me), owners.owners,
+                           self.heartbeat.key, *queue_of],
+                     args=[time(), limit, len(self.priority_steps), me])
         for key, raw, tag in zip(reply[0::3], reply[1::3], reply[2::3]):
             self._deliver_taken(queue_of[key.decode()], raw, tag.decode())
         return len(reply) // 3
+
+    def recover_dead(self) -> int:
+        """Put the messages of worker processes whose heartbeat expired back on their queues; how many."""
+        _, recovery = self._scripts()
+        claimed = recovery.claim_dead(self.heartbeat.identity)
+        for tag in claimed.tags:
+            self.qos.restore_by_tag(tag, recovery.client)
+        if claimed.tags:
+            log.warning("gave %d messages of %s back to their queues: no heartbeat for %g s",
+                        len(claimed.tags), ", ".join(claimed.dead), self.heartbeat.ttl)
+        return len(claimed.tags)
 
     def idle(self, now: float) -> bool:
         """True once no message has come for ``IDLE_AFTER_SECONDS``."""
@@ -105,12 +135,14 @@ class Channel(kombu_redis.Channel):
                                       for queue in queues for pri in self.priority_steps}
         return self._queue_of[queues]
 
-    def _script(self) -> Any:
+    def _scripts(self) -> tuple[Any, Recovery]:
         # One client for every take, renewed when kombu replaces the pool after a disconnect:
         # kombu's own conn_or_acquire builds a new client each time, most of an idle poll's cost.
-        if self._take_script is None or self._take_script.registered_client.connection_pool is not self.pool:
-            self._take_script = scripts.register(self._create_client(), "take", Path(__file__).parent)
-        return self._take_script
+        if self._on_client is None or self._on_client[1].client.connection_pool is not self.pool:
+            client = self._create_client()
+            self.heartbeat.keep_on(client)  # beating before the first take, which needs it
+            self._on_client = scripts.register(client, "take", Path(__file__).parent), Recovery(client, self.owner_keys)
+        return self._on_client
 
     def _deliver_taken(self, queue: str, raw: bytes, tag: str) -> None:
         self._queue_cycle.rotate(queue)
@@ -145,6 +177,18 @@ class MultiChannelPoller(kombu_redis.MultiChannelPoller):
                 self._register_LISTEN(channel)
             channel.take_if_due()
 
+    def recover_dead(self) -> None:
+        """Called by the event loop every ``RECOVER_SECONDS``: one channel looks, for the whole broker."""
+        for channel in self._channels:
+            if channel.active_queues:
+                try:
+                    channel.recover_dead()
+                except channel.connection_errors:
+                    log.debug("recovering dead workers' messages: connection error, next time", exc_info=True)
+                except channel.ResponseError as exc:
+                    log.warning("recovering dead workers' messages failed (%s), next time", exc)
+                return
+
     def wake_interval(self) -> float:
         now = monotonic()
         return IDLE_POLL_SECONDS if all(channel.idle(now) for channel in self._channels) else POLL_SECONDS
@@ -152,6 +196,8 @@ class MultiChannelPoller(kombu_redis.MultiChannelPoller):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    #: Whose messages this transport's channels take: this process's.
+    heartbeat: Heartbeat = PROCESS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,10 +207,13 @@ class Transport(kombu_redis.Transport):
         super().register_with_event_loop(connection, loop)
         cycle = self.cycle
         if not cycle.on_event_loop:
-            log.info("taking Redis messages with the unacked-first script (worker/broker/transport.py)")
+            log.info("taking Redis messages with the unacked-first script (worker/broker/transport.py) "
+                     "as %s, giving back those of workers without a heartbeat", self.heartbeat.identity)
         cycle.on_event_loop = True
-        if getattr(cycle, "_wake_tref", None) is not None:
-            cycle._wake_tref.cancel()
+        for tref in (getattr(cycle, "_wake_tref", None), getattr(cycle, "_recover_tref", None)):
+            if tref is not None:
+                tref.cancel()
+        cycle._recover_tref = loop.call_repeatedly(RECOVER_SECONDS, cycle.recover_dead)
 
         def wake() -> None:
             # Nothing is readable while waiting for a message: this timer turns the loop, whose

@@ -14,7 +14,7 @@ from config import ConfigError, get_settings
 
 if TYPE_CHECKING:
     from worker.stores import Stores
-from config.settings import MAX_TTL, parse_host, parse_number
+from config.settings import MAX_TTL, get_producer_settings, parse_host, parse_number
 
 T = TypeVar("T")
 
@@ -101,7 +101,7 @@ def _accounts(args: argparse.Namespace) -> int:
     if args.action == "resume":
         if args.name not in settings.accounts:
             return _fail(f"unknown account {args.name!r}")
-        print(f"{args.name}: {'resumed' if states.resume(args.name) else 'was not paused'}")
+        print(f"{args.name}: {'resumed' if states.resume_everywhere(args.name) else 'was not paused'}")
         return 0
     print(f"{'account':12}  {'state':24}  {'rate':8}  {'fallback':10}  {'last code':>9}  {'balance':>8}")
     for state in states.snapshot(settings.accounts):
@@ -109,6 +109,8 @@ def _accounts(args: argparse.Namespace) -> int:
         shown = "active" if state.paused is None else f"paused ({state.paused.code}) since {_when(state.paused.since)[11:]}"
         print(f"{state.name:12}  {shown:24}  {str(account.rate):8}  {account.fallback or '-':10}  "
               f"{'-' if state.last_code is None else state.last_code:>9}  {'-' if state.balance is None else state.balance:>8}")
+        for pause in state.host_pauses:
+            print(f"{'':12}  paused on host {pause.host} ({pause.code}) since {_when(pause.since)[11:]}")
     return 0
 
 
@@ -129,10 +131,27 @@ def _flower(args: argparse.Namespace) -> int:
     run(settings.flower_basic_auth, args.port or settings.flower_port, args.address or settings.flower_address)
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    auth = settings.metrics_basic_auth or settings.flower_basic_auth
+    if not auth:
+        return _fail("METRICS_BASIC_AUTH (or FLOWER_BASIC_AUTH) is not set: the metrics never run without a password")
+    from worker.ops.metrics import run
+
+    run(settings, auth, args.address or settings.metrics_address, args.port or settings.metrics_port)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from worker.cli.demo import run_demo
 
     return run_demo(timeout=args.timeout)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from worker.cli.verify import run_verify
+
+    return run_verify(args)
 
 
 def _fail(message: str) -> int:
@@ -179,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--request-id")
     send.add_argument("--ttl", type=_bounded(int, 1, MAX_TTL), metavar="SECONDS")
     send.add_argument("--wait", type=_SECONDS, metavar="SECONDS", help="wait for the result and print it as JSON")
-    send.set_defaults(run=_send)
+    send.set_defaults(run=_send, settings=get_producer_settings)
 
     balance = sub.add_parser("balance", help="ask ihuyi for the remaining balance")
     balance.add_argument("--account")
@@ -217,16 +236,34 @@ def build_parser() -> argparse.ArgumentParser:
     flower.add_argument("--address", type=_checked(functools.partial(parse_host, "")), help="default FLOWER_ADDRESS")
     flower.set_defaults(run=_flower)
 
+    metrics = sub.add_parser("metrics", help="serve the pool's Prometheus metrics, behind METRICS_BASIC_AUTH")
+    metrics.add_argument("--port", type=_PORT, help="default METRICS_PORT")
+    metrics.add_argument("--address", type=_checked(functools.partial(parse_host, "")), help="default METRICS_ADDRESS")
+    metrics.set_defaults(run=_metrics)
+
     demo = sub.add_parser("demo", help="send a scripted set through every outcome and print a table")
     demo.add_argument("--timeout", type=_SECONDS, default=120)
     demo.set_defaults(run=_demo)
+
+    verify = sub.add_parser("verify", help="start a verification (the service picks the code) or check a code")
+    verify_sub = verify.add_subparsers(dest="action", required=True)
+    verify_start = verify_sub.add_parser("start", help="send a new code; prints the verification as JSON")
+    verify_start.add_argument("mobile")
+    verify_start.add_argument("--account")
+    verify_start.add_argument("--ttl", type=_bounded(int, 1, MAX_TTL), metavar="SECONDS")
+    verify_start.add_argument("--wait", type=_SECONDS, metavar="SECONDS", help="wait for the send and add its result")
+    verify_check = verify_sub.add_parser("check", help="check a code; prints the answer as JSON, exit 0 only if approved")
+    verify_check.add_argument("mobile")
+    verify_check.add_argument("code")
+    verify.set_defaults(run=_verify, settings=get_producer_settings)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        get_settings()
+        # Read (and checked) first. What a web app runs (send, verify) needs only a producer's settings: no ihuyi account.
+        getattr(args, "settings", get_settings)()
         return args.run(args)
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}")

@@ -6,12 +6,15 @@ and the sandbox's control API makes the demo account answer each dead-letter cod
 Every send uses a fresh random number, so the demo can run again at once without the
 per-number throttle getting in the way.
 
-In three steps, each waiting for the one before:
+In steps, each waiting for the one before:
 
 1. at once: a plain send, retries then success, and a code that expires before its turn;
 2. at once: the first request again (duplicate) and the first number again, by name and
    through the producer API (throttled, when ``MOBILE_THROTTLE`` is on);
-3. one at a time: ihuyi answering 4030, 405, 4050, 4051 and 408, then a send while the
+3. with ``VOICECODE_SECRET`` set, a verification: started (the service picks the code), then
+   checked with a wrong code, the right one (read from the sandbox's Submit) and the right one
+   again;
+4. one at a time: ihuyi answering 4030, 405, 4050, 4051 and 408, then a send while the
    account is still paused by the 408. The account is resumed and the sandbox put back
    afterwards, whatever happens.
 
@@ -31,8 +34,8 @@ import requests
 from celery.result import AsyncResult
 
 from config import Settings, get_settings
-from config.settings import DEFAULT_ACCOUNT
-from tasks.producer import Throttled, enqueue_voice_code
+from config.settings import DEFAULT_ACCOUNT, get_producer_settings
+from tasks.producer import CheckResult, Throttled, check_verification, enqueue_voice_code, start_verification
 from tasks.voice import send_voice_code
 from worker.ops.reporting import outcome_of
 from worker.broker.routing import queue_for
@@ -49,18 +52,18 @@ class Scenario:
     ihuyi_code: int | None = None
     pending: AsyncResult | None = None
     result: Any = None
-    refused: str | None = None
+    answer: str | None = None  # an outcome known at once, with no task: a refusal, a check's answer
 
     @property
     def done(self) -> bool:
         if self.result is None and self.pending is not None and self.pending.ready():
             self.result = self.pending.get(propagate=False)
-        return self.result is not None or self.refused is not None
+        return self.result is not None or self.answer is not None
 
     @property
     def outcome(self) -> str:
-        if self.refused:
-            return self.refused
+        if self.answer:
+            return self.answer
         if isinstance(self.result, dict):
             return outcome_of(self.result)
         return "no result" if self.result is None else f"failed: {type(self.result).__name__}"
@@ -76,15 +79,21 @@ class SandboxControl:
 
     def __init__(self, api_url: str, apiid: str) -> None:
         parts = urlsplit(api_url)
-        self._url = f"{parts.scheme}://{parts.netloc}/_sandbox/account"
+        self._url = f"{parts.scheme}://{parts.netloc}/_sandbox"
         self._apiid = apiid
 
     def set(self, **changes: Any) -> bool:
         """Change the account (no changes: just ask); False when no sandbox answers."""
         try:
-            return requests.post(self._url, json={"apiid": self._apiid, **changes}, timeout=5).status_code == 200
+            reply = requests.post(f"{self._url}/account", json={"apiid": self._apiid, **changes}, timeout=5)
         except requests.RequestException:
             return False
+        return reply.status_code == 200
+
+    def code_read_to(self, mobile: str) -> str:
+        """The code of the last Submit to ``mobile``: what the person heard."""
+        calls = requests.get(f"{self._url}/calls", params={"method": "Submit"}, timeout=5).json()
+        return [call["content"] for call in calls if call["mobile"] == mobile][-1]
 
 
 def _mobile(prefix: str = "138") -> str:
@@ -103,6 +112,10 @@ def _by_name(mobile: str, code: str, account: str, **kwargs: Any) -> AsyncResult
                                        headers={"enqueued_at": time.time()}, queue=queue_for(account))
 
 
+def _shown(answer: CheckResult) -> str:
+    return f"rejected ({answer.attempts_left} left)" if answer.status == "rejected" else answer.status
+
+
 def demo_account(settings: Settings) -> tuple[str, bool]:
     """The account to run on (``default`` if it can) and whether a paused send ends ``account_paused``
     (it does not when the account has a fallback to send through instead)."""
@@ -117,14 +130,18 @@ class Demo:
         self.total = total
         self.deadline = deadline
 
-    def run(self, step: list[tuple[Scenario, Callable[[], AsyncResult]]]) -> None:
+    def run(self, step: list[tuple[Scenario, Callable[[], AsyncResult | str]]]) -> None:
         """Enqueue every scenario of one step, then wait for them with a progress line."""
         for scenario, send in step:
             self.rows.append(scenario)
             try:
-                scenario.pending = send()
+                sent = send()
             except Throttled:
-                scenario.refused = REFUSED
+                sent = REFUSED
+            if isinstance(sent, str):
+                scenario.answer = sent
+            else:
+                scenario.pending = sent
         shown = None
         while True:
             done = sum(row.done for row in self.rows)
@@ -156,13 +173,25 @@ def run_demo(timeout: float) -> int:
         return 1
     states = send_voice_code.app.stores.accounts
     throttling = bool(settings.mobile_throttle)
+    verify = get_producer_settings()
+    verifying = verify.verify_secret is not None
 
     def send(mobile: str, code: str | None = None, **kwargs: Any) -> Callable[[], AsyncResult]:
         return lambda: enqueue_voice_code(mobile, code or _code(), account, **kwargs)
 
+    def check(mobile: str, wrong: bool = False) -> Callable[[], str]:
+        """Check the code the sandbox read to ``mobile`` (``wrong``: a code one off it)."""
+        def answer() -> str:
+            code = sandbox.code_read_to(mobile)
+            if wrong:
+                code = f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+            return _shown(check_verification(mobile, code))
+        return answer
+
     first, first_code, request_id = _mobile(), _code(), f"demo-{secrets.token_hex(8)}"
+    verified = _mobile()
     # (the code the sandbox forces on the account during the step, or None; the step's scenarios)
-    steps: list[tuple[int | None, list[tuple[Scenario, Callable[[], AsyncResult]]]]] = [
+    steps: list[tuple[int | None, list[tuple[Scenario, Callable[[], AsyncResult | str]]]]] = [
         (None, [
             (Scenario("sent", "submitted", 2), send(first, first_code, request_id=request_id)),
             (Scenario("code 0 twice, then sent", "submitted", 2), send(_mobile("1990102"))),
@@ -177,6 +206,13 @@ def run_demo(timeout: float) -> int:
             *([(Scenario("same number again, by name", "throttled"), lambda: _by_name(first, _code(), account)),
                (Scenario("same number again, producer API", REFUSED), send(first))] if throttling else []),
         ]),
+        *([(None, [(Scenario("verification started", "submitted", 2),
+                    lambda: send_voice_code.AsyncResult(start_verification(verified, account=account).task_id))]),
+           (None, [(Scenario("verification: a wrong code", f"rejected ({verify.verify_max_attempts - 1} left)"),
+                    check(verified, wrong=True)),
+                   (Scenario("verification: the code read aloud", "approved"), check(verified)),
+                   (Scenario("verification: the same code again", "not_found"), check(verified))])]
+          if verifying else []),
         *((code, [(Scenario(f"ihuyi answers {code}", "dead_lettered", code), send(_mobile()))])
           for code in FORCED_CODES),
         *([(None, [(Scenario("account paused (by the 408)", "account_paused", 408), send(_mobile()))])]
@@ -199,5 +235,6 @@ def run_demo(timeout: float) -> int:
     print(demo.table())
     unexpected = [row for row in demo.rows if not row.ok]
     print(f"{len(demo.rows) - len(unexpected)}/{len(demo.rows)} scenarios ended as expected"
-          f"{'' if throttling else ' (MOBILE_THROTTLE is off: no throttled scenarios)'}")
+          f"{'' if throttling else ' (MOBILE_THROTTLE is off: no throttled scenarios)'}"
+          f"{'' if verifying else ' (VOICECODE_SECRET is not set: no verification scenarios)'}")
     return 1 if unexpected else 0

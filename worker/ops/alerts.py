@@ -7,6 +7,9 @@ that reopens and counts, apart from every other. It is raised at most once per
 key NX EX`` in the shared state raises it, every other one in the window stays quiet, so a
 backlog of 10,000 failures raises one alert, not 10,000. An alert is also logged (WARNING),
 so it is seen where Sentry is not configured.
+
+An alert about one host (its IP refused, its clock skewed) names it, and is one issue per
+kind, account and host (fingerprint ``["voicecode", kind, account, host]``, tag ``host``).
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ from typing import Literal
 import redis
 import sentry_sdk
 
-from ihuyi.codes import classify
+from ihuyi.codes import WRONG_CREDENTIALS, classify
+from worker.sending.flow import Refusal
+from worker.stores.accounts import Pause
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +43,26 @@ LOW_BALANCE = Kind("low_balance", "error", "the balance is used up: top the acco
 BALANCE_BELOW_THRESHOLD = Kind("balance_below_threshold", "warning", "the balance is running low: top the account up")
 ACCOUNT_FROZEN = Kind("account_frozen", "error", "ihuyi froze the account: ask ihuyi support to unfreeze it")
 CREDENTIALS_REFUSED = Kind("credentials_refused", "error",
-                           "ihuyi refused the APIID/APIKEY or this host's IP: check both")
+                           "ihuyi refused the APIID/APIKEY: check the account's APIID and APIKEY")
 CONFIGURATION = Kind("configuration", "error", "the APIID or APIKEY sent was empty: check IHUYI_ACCOUNTS / IHUYI_APIID")
 UNKNOWN_CODE = Kind("unknown_code", "error", "ihuyi answered a code it never documented: ask ihuyi what it means")
+IP_REFUSED = Kind("ip_refused", "error", "register this host's IP with ihuyi, or send from hosts whose IP is registered")
+CLOCK_SKEW = Kind("clock_skew", "error", "set the host's clock right (NTP)")
 
 KINDS: Mapping[str, Kind] = {kind.name: kind for kind in (
-    LOW_BALANCE, BALANCE_BELOW_THRESHOLD, ACCOUNT_FROZEN, CREDENTIALS_REFUSED, CONFIGURATION, UNKNOWN_CODE)}
+    LOW_BALANCE, BALANCE_BELOW_THRESHOLD, ACCOUNT_FROZEN, CREDENTIALS_REFUSED, CONFIGURATION, UNKNOWN_CODE,
+    IP_REFUSED, CLOCK_SKEW)}
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert to raise: what, about which account (and host), with which ihuyi code."""
+
+    kind: Kind
+    account: str
+    message: str
+    code: int | None = None
+    host: str | None = None
 
 
 def kind_for_code(code: int | None) -> Kind | None:
@@ -52,6 +71,19 @@ def kind_for_code(code: int | None) -> Kind | None:
         return None
     alert = classify(code).alert
     return None if alert is None else KINDS[alert]
+
+
+def host_pause_alert(account: str, pause: Pause) -> Alert:
+    """The alert for ``account`` paused on one host (``pause.host``): its clock skewed (a 405,
+    whose ``msg`` then says by how much) or its IP refused (400, 4052)."""
+    host = pause.host or "?"
+    after = (f"host {host} no longer sends through account {account} (its other hosts go on) "
+             "until a probe from it succeeds")
+    if pause.code == WRONG_CREDENTIALS:
+        return Alert(CLOCK_SKEW, account, f"{pause.msg}: ihuyi refused the dynamic password (code 405); "
+                                          f"{after}; {CLOCK_SKEW.advice}", pause.code, host)
+    return Alert(IP_REFUSED, account, f"ihuyi account {account}: code {pause.code} on host {host}: ihuyi refuses "
+                                      f"this host's IP; {after}; {IP_REFUSED.advice}", pause.code, host)
 
 
 class Alerts:
@@ -76,28 +108,50 @@ class Alerts:
         return self.raise_alert(kind, account, level=level, message=message)
 
     def raise_alert(self, kind: str, account: str, *, level: Level, message: str, code: int | None = None,
-                    details: Mapping[str, object] | None = None) -> bool:
-        """Raise one alert unless the pool already raised it inside the window; True when this call raised it."""
+                    details: Mapping[str, object] | None = None, host: str | None = None) -> bool:
+        """Raise one alert unless the pool already raised it inside the window; True when this call raised it.
+
+        With ``host``, the alert is about that host: deduplicated, fingerprinted and tagged per host.
+        """
+        about = [kind, account] + ([host] if host else [])
         try:
-            first = self._redis.set(f"{self.prefix}{kind}:{account}", 1, nx=True, ex=self.window)
+            first = self._redis.set(self.prefix + ":".join(about), 1, nx=True, ex=self.window)
         except redis.RedisError as exc:  # rather a duplicate alert than a missed one
             log.warning("alert dedup unavailable (%s): raising %s for %s anyway", type(exc).__name__, kind, account)
             first = True
         if not first:
             return False
         with sentry_sdk.new_scope() as scope:
-            scope.fingerprint = ["voicecode", kind, account]
-            scope.set_tags({"kind": kind, "account": account, "ihuyi_code": "none" if code is None else str(code)})
-            scope.set_context("alert", {"kind": kind, "account": account, "ihuyi_code": code,
+            scope.fingerprint = ["voicecode", *about]
+            scope.set_tags({"kind": kind, "account": account, "ihuyi_code": "none" if code is None else str(code),
+                            **({"host": host} if host else {})})
+            scope.set_context("alert", {"kind": kind, "account": account, "ihuyi_code": code, "host": host,
                                         "dedup_seconds": self.window, **(details or {})})
             sentry_sdk.capture_message(message, level=level)
-        log.warning("ALERT %s [%s] account %s: %s", kind, level, account, message)
+        log.warning("ALERT %s [%s] account %s%s: %s", kind, level, account, f" host {host}" if host else "", message)
         return True
 
-    def for_code(self, code: int | None, account: str, context: str) -> bool:
-        """Raise the alert ``code`` calls for (if any) on ``account``; ``context`` says where it was seen."""
+    def raise_(self, alert: Alert) -> bool:
+        """Raise ``alert`` (deduplicated as :meth:`raise_alert`)."""
+        return self.raise_alert(alert.kind.name, alert.account, level=alert.kind.level, message=alert.message,
+                                code=alert.code, host=alert.host)
+
+    def for_refusal(self, refusal: Refusal) -> bool:
+        """Raise the alert a send the flow saw refused calls for: about the host its pause names, else the code's."""
+        pause = refusal.pause
+        if pause is not None and pause.host is not None:
+            return self.raise_(host_pause_alert(refusal.account, pause))
+        return self.for_code(refusal.code, refusal.account, refusal.where)
+
+    def for_code(self, code: int | None, account: str, context: str, host: str | None = None) -> bool:
+        """Raise the alert ``code`` calls for (if any) on ``account``; ``context`` says where it was seen.
+
+        ``host`` names where, for the codes about the sending host (its IP: 400, 4052).
+        """
         kind = kind_for_code(code)
         if kind is None:
             return False
-        return self.raise_alert(kind.name, account, level=kind.level, code=code,
-                                message=f"ihuyi account {account}: code {code} {context}; {kind.advice}")
+        host = host if kind is IP_REFUSED else None
+        where = f" on host {host}" if host else ""
+        return self.raise_alert(kind.name, account, level=kind.level, code=code, host=host,
+                                message=f"ihuyi account {account}: code {code} {context}{where}; {kind.advice}")

@@ -37,7 +37,7 @@ def check_all(settings: Settings, clients: dict[str, IhuyiClient], states: Accou
             balance = balances[name] = check_one(clients[name], states, name)
         except IhuyiError as exc:
             log.warning("balance check for account %s failed: %s", name, exc)
-            alerts.for_code(exc.code, name, "on GetNum (balance check)")
+            alerts.for_code(exc.code, name, "on GetNum (balance check)", settings.host)
             balances[name] = None
             continue
         sentry_sdk.logger.info(f"balance of account {name}: {balance}",

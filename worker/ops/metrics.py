@@ -10,7 +10,8 @@ documented ihuyi codes become label values: never a number, a code or a secret.
 
 The server is separate from Flower and the workers so that a scrape never waits on them.
 It answers 401 without the right basic auth (when one is set), 404 anywhere but
-``/metrics``, and never logs request lines.
+``/metrics``, and never logs request lines. ``voicecode metrics`` runs it (:func:`run`), with
+the pool's counters and the gauges read from the stores (:func:`pool_collector`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import base64
 import binascii
 import hmac
 import logging
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +31,9 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from config import Settings
+from worker.stores import Stores
+from worker.stores.deadletters import INDEX as DEAD_LETTERS
 from worker.stores.metrics import BUCKETS, MetricsStore
 
 log = logging.getLogger(__name__)
@@ -39,15 +45,18 @@ class PoolCollector:
     """Yields the pool-wide metric families; ``render()`` is the text a scrape gets.
 
     ``dead_letters`` returns how many dead letters are waiting, ``paused`` each account's
-    pause ({account: paused?}), ``balances`` each account's last known balance ({account:
-    calls left, or None when never read}). Accounts the store does not know are left out.
+    pool-wide pause ({account: paused?}), ``paused_hosts`` on how many hosts each is paused
+    ({account: hosts}), ``balances`` each account's last known balance ({account: calls left,
+    or None when never read}). Accounts the store does not know are left out.
     """
 
     def __init__(self, store: MetricsStore, dead_letters: Callable[[], int],
-                 paused: Callable[[], Mapping[str, bool]], balances: Callable[[], Mapping[str, int | None]]) -> None:
+                 paused: Callable[[], Mapping[str, bool]], balances: Callable[[], Mapping[str, int | None]],
+                 *, paused_hosts: Callable[[], Mapping[str, int]] = dict) -> None:
         self._store = store
         self._dead_letters = dead_letters
         self._paused = paused
+        self._paused_hosts = paused_hosts
         self._balances = balances
 
     def render(self) -> str:
@@ -89,6 +98,13 @@ class PoolCollector:
             paused.add_metric([account], 1 if is_paused else 0)
         yield paused
 
+        hosts = GaugeMetricFamily("voicecode_account_paused_hosts",
+                                  "Hosts the account is paused on (their IP refused, or their clock skewed); "
+                                  "the others send.", labels=["account"])
+        for account, count in self._known(self._paused_hosts()):
+            hosts.add_metric([account], count)
+        yield hosts
+
         balance = GaugeMetricFamily("voicecode_balance", "Calls left on the account at the last GetNum.",
                                     labels=["account"])
         for account, calls in self._known(self._balances()):
@@ -105,7 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 10  # a client that stops sending gives up its thread
 
-    def __init__(self, *args: Any, render: Callable[[], str], credentials: bytes | None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, render: Callable[[], str], credentials: list[bytes] | None, **kwargs: Any) -> None:
         self._render = render
         self._credentials = credentials
         super().__init__(*args, **kwargs)
@@ -127,13 +143,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Request lines are not logged."""
 
-    def _authorized(self, credentials: bytes) -> bool:
+    def _authorized(self, credentials: list[bytes]) -> bool:
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
         try:
             given = base64.b64decode(token.strip(), validate=True)
         except binascii.Error:
             return False
-        return scheme.lower() == "basic" and hmac.compare_digest(given, credentials)
+        # Every pair compared, so the time taken does not say which one came close.
+        matches = [hmac.compare_digest(given, pair) for pair in credentials]
+        return scheme.lower() == "basic" and any(matches)
 
     def _reply(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         self.send_response(status)
@@ -145,14 +163,38 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def make_server(address: str, port: int, render: Callable[[], str], basic_auth: str | None) -> ThreadingHTTPServer:
-    """A bound, not yet serving, metrics server; ``basic_auth`` is ``user:password`` or None (open)."""
-    if basic_auth is not None and ":" not in basic_auth:
+    """A bound, not yet serving, metrics server; ``basic_auth`` is ``user:password`` (several
+    separated by commas, as ``FLOWER_BASIC_AUTH``) or None (open)."""
+    pairs = None if basic_auth is None else basic_auth.split(",")
+    if pairs is not None and not all(":" in pair for pair in pairs):
         raise ValueError("basic auth must be user:password")
-    credentials = None if basic_auth is None else basic_auth.encode("utf-8")
+    credentials = None if pairs is None else [pair.encode("utf-8") for pair in pairs]
     return ThreadingHTTPServer((address, port), partial(_Handler, render=render, credentials=credentials))
 
 
-def serve(address: str, port: int, render: Callable[[], str], basic_auth: str | None) -> None:
-    """Answer ``GET /metrics`` with ``render()`` on ``address:port`` until interrupted."""
-    with make_server(address, port, render, basic_auth) as server:
+def pool_collector(settings: Settings, stores: Stores) -> PoolCollector:
+    """The pool's metrics: the counters the workers keep, the gauges read from the stores on each scrape."""
+    names = list(settings.accounts)
+    states = stores.accounts
+    return PoolCollector(
+        MetricsStore(stores.redis, accounts=names),
+        dead_letters=lambda: stores.redis.zcard(DEAD_LETTERS),
+        paused=lambda: {s.name: s.paused is not None for s in states.snapshot(names)},
+        paused_hosts=lambda: {s.name: len(s.host_pauses) for s in states.snapshot(names)},
+        balances=lambda: {s.name: s.balance for s in states.snapshot(names)},
+    )
+
+
+def run(settings: Settings, basic_auth: str, address: str, port: int) -> None:
+    """``voicecode metrics``: serve the pool's metrics on ``address:port`` until SIGINT or SIGTERM."""
+    collector = pool_collector(settings, Stores.connect(settings))
+    with make_server(address, port, collector.render, basic_auth) as server:
+        def stop(*_: object) -> None:
+            # serve_forever() runs in this thread, and shutdown() waits for it: ask from another.
+            threading.Thread(target=server.shutdown).start()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
+        host, bound = server.server_address[:2]
+        print(f"voicecode metrics on http://{host}:{bound}/metrics", flush=True)
         server.serve_forever()

@@ -9,42 +9,83 @@
 
 In order, as DESIGN.md §2: deadline and idempotency, account paused (or its fallback),
 per-number throttle, pool-wide per-account rate limit, Submit.
+
+What ihuyi refuses is handled by who it is about (ihuyi/codes.py): a number called too often
+(4080-4086) is blocked in the throttle and the send ends ``throttled``; the sending host's IP
+(400, 4052), or its clock (405 with the dynamic password while this host's clock is more than
+a minute from ihuyi's), pauses the account on this host only and hands the send back to the
+queue for another host; the account itself (405, 4050, 4051, 408) pauses it pool-wide. What
+calls for an alert comes back with the outcome as a :class:`Refusal` (worker/ops/alerts.py
+raises it): the code, and the pause when one is in force, whose host it names.
+
+Each delivery also counts, pool-wide: its Submit latencies, its rate-limit waits and, for a
+final result, the outcome, all in one round trip at its end (worker/stores/metrics.py).
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from config import Account, Settings
-from ihuyi import IhuyiClient, PermanentError, Scope, TransientError
+from ihuyi import IhuyiClient, PermanentError, Scope, SubmitReply, TransientError
+from ihuyi.codes import WRONG_CREDENTIALS, classify
 from worker.errors import InvalidPayload
 from worker.sending.masking import mask_mobile
 from worker.sending.request import VoiceCodeRequest
 from worker.sending.retry import RECORD_SUBMITTED, send_backoff
 from worker.stores import Stores
+from worker.stores.accounts import Pause, probe
 from worker.stores.deadletters import DeadLetter
-from worker.stores.idempotency import Attempt, Slot
+from worker.stores.idempotency import Attempt, Claim, Slot
+from worker.stores.metrics import MetricsStore
 
 #: How often a request another worker is sending is looked at again.
 BUSY_POLL_SECONDS = 1.0
 #: A rate-limit wait up to this long is spent in the worker thread; a longer one parks the task.
 MAX_HOLD_SECONDS = 0.5
-#: A parked task back this much later than its reserved slot reserves a new one. Every slot
-#: used this late can land in the same second as the slots that are on time, so at most
-#: rate x this many Submits go over the rate in any second (4 at 20/s).
-STALE_SLOT_SECONDS = 0.2
+#: A Submit about to go later than its slot by more than a quarter of the account's interval
+#: (at least MIN_LATE_SECONDS, at most MAX_LATE_SECONDS) gives the slot up and reserves a new
+#: one: a parked task that came back late, a thread that woke late on a busy worker. While
+#: that lateness plus the way to ihuyi stays under the interval, a window of the rate's period
+#: holds at most one Submit over the rate (11 in a second at 10/s), however many are late
+#: together. Above 25/s it is MIN_LATE_SECONDS, so ordinary scheduling jitter wastes no slots.
+MIN_LATE_SECONDS, MAX_LATE_SECONDS = 0.01, 0.2
+#: A send this host cannot make (its account paused here only, no fallback) goes back to the
+#: queue after this delay, for another host...
+HAND_BACK_DELAY = 0.5
+#: ... for this long after its first attempt at most; then it is dead-lettered. One host alone
+#: (or every host paused) so dead-letters its sends this much later than a pool-wide pause.
+HAND_BACK_SECONDS = 10.0
+#: After a 405 with the dynamic password, a clock further than this from ihuyi's is the cause (DESIGN §4).
+MAX_CLOCK_SKEW_SECONDS = 60.0
+
+#: Dead-letter reasons that are outcomes of their own: the number called too often (by our
+#: throttle, or by ihuyi's limits), and nothing sent while the account was paused.
+NAMED_REASONS = frozenset({"throttled", "account_paused"})
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """What a person may need to hear of: ihuyi's ``code`` about ``account`` (``where`` it was
+    met), and the ``pause`` it is under, if any: a pause of one host names that host."""
+
+    account: str
+    code: int
+    where: str
+    pause: Pause | None = None
+
+
+@dataclass(frozen=True)
 class Done:
     result: dict[str, Any]
+    refusal: Refusal | None = None
 
     @property
     def status(self) -> str:
@@ -55,6 +96,7 @@ class Done:
 class RetryIn:
     seconds: float
     reason: str
+    refusal: Refusal | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +104,14 @@ class Park:
     """Come back in ``seconds``: a Submit slot is reserved for then, kept in the request's record."""
 
     seconds: float
+
+
+@dataclass
+class Measures:
+    """What one delivery measured, (account, seconds) each: written with its outcome in one round trip."""
+
+    submits: list[tuple[str, float]] = field(default_factory=list)
+    waits: list[tuple[str, float]] = field(default_factory=list)
 
 
 def make_result(req: VoiceCodeRequest, status: str, attempts: int, *, code: int | None = None,
@@ -79,6 +129,12 @@ def make_result(req: VoiceCodeRequest, status: str, attempts: int, *, code: int 
     }
 
 
+def outcome_of(result: dict[str, Any]) -> str:
+    """A final result's outcome: its ``status``, or for the dead letters nothing was sent for, why."""
+    reason = result.get("reason")
+    return reason if reason in NAMED_REASONS else str(result.get("status"))
+
+
 def client_for(settings: Settings, account: Account) -> IhuyiClient:
     return IhuyiClient(
         settings.api_url, account.apiid, account.apikey,
@@ -88,18 +144,33 @@ def client_for(settings: Settings, account: Account) -> IhuyiClient:
 
 
 class Sender:
-    """Everything one worker process needs to send: settings, the stores and an ihuyi client per account."""
+    """Everything one worker process needs to send: settings, the stores and an ihuyi client per
+    account. ``settings.host`` is this host, for the pauses about it."""
 
     def __init__(self, settings: Settings, stores: Stores) -> None:
         self.settings = settings
+        self.host = settings.host
+        self.redis = stores.redis
         self.idempotency = stores.idempotency
         self.dead_letters = stores.dead_letters
         self.accounts = stores.accounts
         self.throttle = stores.throttle
         self.limiter = stores.limiter
+        self.metrics = MetricsStore(stores.redis, accounts=settings.accounts)
         self.clients = {name: client_for(settings, account) for name, account in settings.accounts.items()}
+        if settings.api_url.startswith("http://"):
+            log.warning("IHUYI_API_URL is plain http://: passwords, numbers and codes cross the network "
+                        "unencrypted; use https://")
 
     def send(self, req: VoiceCodeRequest, *, task_id: str | None, enqueued_at: float | None = None) -> Done | RetryIn | Park:
+        """One delivery of ``req``: what to do next (see the module's docstring)."""
+        measures = Measures()
+        outcome = self._send(req, task_id, enqueued_at, measures)
+        self._record(measures, outcome.result if isinstance(outcome, Done) else None)
+        return outcome
+
+    def _send(self, req: VoiceCodeRequest, task_id: str | None, enqueued_at: float | None,
+              measures: Measures) -> Done | RetryIn | Park:
         attempt = self.idempotency.begin(req.request_id, req.ttl, enqueued_at)
         if attempt.state == "done":
             stored = attempt.result or {}
@@ -110,77 +181,118 @@ class Sender:
             return self._finish(req, make_result(req, "expired", attempt.attempts))
         slot = attempt.slot
         if slot is None or slot.account not in self.settings.accounts:
-            account_or_done = self._usable_account(req, attempt, task_id)
-            if isinstance(account_or_done, Done):
-                return account_or_done
-            account = account_or_done
-            gate = self._pass_limits(req, attempt, task_id, account)
-            if gate is not None:
+            account_or_outcome = self._usable_account(req, attempt, task_id)
+            if not isinstance(account_or_outcome, str):
+                return account_or_outcome
+            account = account_or_outcome
+            gate = self._pass_limits(req, attempt, task_id, account, measures)
+            if not isinstance(gate, float):
                 return gate
-        elif time.time() - slot.at > STALE_SLOT_SECONDS:
-            # The slot went by long ago (the parked task came back late: workers or the state
-            # store were down). Sending on it now would burst past the account's rate with every
-            # other late task: reserve a fresh slot (the number's throttle was already taken).
-            account = slot.account
-            gate = self._reserve(req, attempt, account)
-            if gate is not None:
-                return gate
-        else:
-            account = slot.account
-            time.sleep(min(MAX_HOLD_SECONDS * 2, max(0.0, slot.at - time.time())))
-        return self._submit(req, attempt, task_id, account)
+            at = gate
+        else:  # a parked task back for the slot it reserved
+            account, at = slot.account, slot.at
+        return self._send_on_slot(req, attempt, task_id, account, at, measures)
 
-    def _usable_account(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None) -> str | Done:
-        """The account to send through: the requested one, or its fallback while it is paused."""
-        pause = self.accounts.paused(req.account)
+    def _send_on_slot(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str,
+                      at: float, measures: Measures) -> Done | RetryIn | Park:
+        """Wait for the slot at ``at`` (epoch), claim the request, Submit. A slot missed by more than
+        :meth:`_late_allowance` once claimed is traded for a new one, to wait for or park until:
+        late sends would burst past the account's rate together (the number's throttle was taken)."""
+        while True:
+            time.sleep(min(MAX_HOLD_SECONDS * 2, max(0.0, at - time.time())))
+            claim = self.idempotency.claim(req.request_id, attempt)
+            if claim.state != "go":
+                self.throttle.release(req.mobile, req.request_id)
+                if claim.state == "lost":
+                    return RetryIn(BUSY_POLL_SECONDS, "another attempt took this request over")
+                return self._finish(req, make_result(req, "expired", attempt.attempts - 1, account=account))
+            if time.time() - at <= self._late_allowance(account):
+                return self._submit(req, attempt, task_id, account, claim, measures)
+            gate = self._reserve(req, attempt, account, measures)
+            if not isinstance(gate, float):
+                return gate
+            at = gate
+
+    def _late_allowance(self, account: str) -> float:
+        """How late a Submit may use its slot: see MIN_LATE_SECONDS."""
+        rate = self.settings.accounts[account].rate
+        return min(MAX_LATE_SECONDS, max(MIN_LATE_SECONDS, rate.period / rate.limit / 4))
+
+    def _usable_account(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None) -> str | Done | RetryIn:
+        """The account to send through from this host: the requested one, or its fallback while it
+        is paused; else the send is handed back for another host (a pause of this host's only) or
+        dead-lettered ``account_paused``, either recalling the pause."""
+        pause = self.accounts.paused(req.account, self.host)
+        if pause is not None and pause.host is not None and self._probed(req.account):
+            pause = None
         if pause is None:
             return req.account
         fallback = self.settings.accounts[req.account].fallback
-        if fallback is not None and self.accounts.paused(fallback) is None:
+        if fallback is not None and self.accounts.paused(fallback, self.host) is None:
             return fallback
-        return self._dead_letter(req, attempt, task_id, "account_paused", pause.code, pause.msg,
-                                 f"account {req.account} is paused", submitted=False)
+        refusal = Refusal(req.account, pause.code, "(account paused, send turned away)", pause)
+        if pause.host is not None and self._may_hand_back(attempt):
+            return self._hand_back(req, attempt, refusal)
+        where = "" if pause.host is None else f" on host {pause.host}"
+        done = self._dead_letter(req, attempt, task_id, "account_paused", pause.code, pause.msg,
+                                 f"account {req.account} is paused{where}", submitted=False)
+        return Done(done.result, refusal)
 
-    def _pass_limits(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str) -> Done | Park | None:
-        """Per-number throttle, then the account's rate limit; None means: send now."""
+    def _probed(self, account: str) -> bool:
+        """Whether a GetNum from this host, by one of its processes at most once per
+        ``ACCOUNT_PROBE_SECONDS``, just ended the account's pause on this host (its IP registered,
+        its clock set right)."""
+        return (self.accounts.claim_probe(account, self.host, self.settings.account_probe_seconds)
+                and probe(self.accounts, account, self.clients[account].get_num, self.host))
+
+    @staticmethod
+    def _may_hand_back(attempt: Attempt) -> bool:
+        """Whether a send this host cannot make may still go back to the queue for another host."""
+        first = attempt.first_attempt or attempt.now
+        return attempt.now - first < HAND_BACK_SECONDS and attempt.now + HAND_BACK_DELAY < attempt.deadline
+
+    def _hand_back(self, req: VoiceCodeRequest, attempt: Attempt, refusal: Refusal) -> RetryIn:
+        """Back to the queue, for a host that may send through the refused account; not counted as an attempt."""
+        self.idempotency.release(req.request_id, attempt, sent=False)
+        return RetryIn(HAND_BACK_DELAY, f"account {refusal.account} is paused on this host ({self.host})", refusal)
+
+    def _pass_limits(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str,
+                     measures: Measures) -> Done | Park | float:
+        """Per-number throttle, then the account's rate limit: the time of the slot to send on (as :meth:`_reserve`)."""
         retry_after = self.throttle.acquire(req.mobile, req.request_id)
         if retry_after > 0:
             return self._dead_letter(req, attempt, task_id, "throttled", None, "",
                                      f"number called too often; retry after {retry_after:.0f} s", submitted=False)
-        return self._reserve(req, attempt, account)
+        return self._reserve(req, attempt, account, measures)
 
-    def _reserve(self, req: VoiceCodeRequest, attempt: Attempt, account: str) -> Done | Park | None:
-        """The account's rate limit: None to send now, Park to come back for a later slot."""
+    def _reserve(self, req: VoiceCodeRequest, attempt: Attempt, account: str, measures: Measures) -> Done | Park | float:
+        """The account's rate limit: the time (epoch) of a slot at most MAX_HOLD_SECONDS away, to
+        wait for in this thread; Park to come back for a later one; Done if none is left in the TTL."""
+        # The slot is the wait from when it was asked for: a reply read late (a busy worker) does not move it.
+        asked = time.time()
         reservation = self.limiter.reserve(account, self.settings.accounts[account].rate,
                                            max_wait=attempt.deadline - attempt.now)
+        if reservation.granted and reservation.wait > 0:
+            measures.waits.append((account, reservation.wait))
         if not reservation.granted:
             self.throttle.release(req.mobile, req.request_id)
             return self._finish(req, make_result(req, "expired", attempt.attempts - 1, account=account,
                                                  reason="rate_limited_past_ttl"))
         if reservation.wait > MAX_HOLD_SECONDS:
-            self.idempotency.release(req.request_id, attempt, sent=False,
-                                  slot=Slot(account, time.time() + reservation.wait))
+            self.idempotency.release(req.request_id, attempt, sent=False, slot=Slot(account, asked + reservation.wait))
             # Back a little early: the re-published task may queue behind others before it runs.
             return Park(reservation.wait - MAX_HOLD_SECONDS)
-        time.sleep(reservation.wait)
-        return None
+        return asked + reservation.wait
 
-    def _submit(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str) -> Done | RetryIn:
-        claim = self.idempotency.claim(req.request_id, attempt)
-        if claim.state != "go":
-            self.throttle.release(req.mobile, req.request_id)
-            if claim.state == "lost":
-                return RetryIn(BUSY_POLL_SECONDS, "another attempt took this request over")
-            return self._finish(req, make_result(req, "expired", attempt.attempts - 1, account=account))
+    def _submit(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str, claim: Claim,
+                measures: Measures) -> Done | RetryIn:
+        """The Submit itself, on a claimed request, and what its outcome calls for."""
         try:
-            reply = self.clients[account].submit(req.mobile, req.code, timeout=claim.remaining)
+            reply = self._timed_submit(req, account, claim.remaining, measures)
         except TransientError as exc:
             return self._after_transient(req, attempt, exc, task_id)
         except PermanentError as exc:
-            self.accounts.record_code(account, exc.code)
-            if exc.scope is Scope.ACCOUNT:
-                self.accounts.pause(account, exc.code, exc.msg)
-            return self._dead_letter(req, attempt, task_id, "permanent", exc.code, exc.msg, account=account)
+            return self._after_permanent(req, attempt, task_id, account, exc)
         except Exception as exc:  # noqa: BLE001 - whatever the reply did, the request must end final or retried
             log.error("ihuyi Submit for request %s failed unexpectedly (%s)", req.request_id, type(exc).__name__)
             return self._after_transient(req, attempt, TransientError(f"ihuyi Submit failed ({type(exc).__name__})"),
@@ -188,6 +300,54 @@ class Sender:
         result = make_result(req, "submitted", attempt.attempts, code=reply.code, voiceid=reply.voiceid,
                              account=account)
         return self._finish_submitted(req, result, attempt)
+
+    def _timed_submit(self, req: VoiceCodeRequest, account: str, timeout: float, measures: Measures) -> SubmitReply:
+        """The Submit call, its duration measured whatever it ends in."""
+        started = time.monotonic()
+        try:
+            return self.clients[account].submit(req.mobile, req.code, timeout=timeout)
+        finally:
+            measures.submits.append((account, time.monotonic() - started))
+
+    def _after_permanent(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str,
+                         exc: PermanentError) -> Done | RetryIn:
+        """ihuyi refused: block the number, or pause the account (on this host or the pool), as the code says."""
+        self.accounts.record_code(account, exc.code)
+        info = classify(exc.code)
+        if exc.scope is Scope.NUMBER:
+            self.throttle.block(req.mobile, info.retry_after or 0)
+            return self._dead_letter(req, attempt, task_id, "throttled", exc.code, exc.msg,
+                                     f"ihuyi: {info.meaning}; retry after {info.retry_after} s", account=account)
+        skew = self._clock_skew(exc)
+        refusal = Refusal(account, exc.code, "on Submit")
+        if exc.scope is Scope.HOST or skew is not None:
+            pause = Pause(exc.code, exc.msg if skew is None else skew, time.time(), self.host)
+            self.accounts.pause(account, pause.code, pause.msg, self.host)
+            refusal = Refusal(account, exc.code, "on Submit", pause)
+            if self._may_hand_back(attempt):
+                return self._hand_back(req, attempt, refusal)
+        elif exc.scope is Scope.ACCOUNT:
+            self.accounts.pause(account, exc.code, exc.msg)
+        done = self._dead_letter(req, attempt, task_id, "permanent", exc.code, exc.msg, account=account)
+        return Done(done.result, refusal)
+
+    def _clock_skew(self, exc: PermanentError) -> str | None:
+        """After a 405 with the dynamic password, "clock skew on host X by N s" when this host's clock
+        is more than a minute from ihuyi's (its reply's Date; the state Redis's TIME without one);
+        else None: the APIID or APIKEY is wrong."""
+        if exc.code != WRONG_CREDENTIALS or self.settings.password_mode != "dynamic":
+            return None
+        seconds, micros = self.redis.time()
+        now = time.time()
+        redis_skew = now - (seconds + micros / 1e6)
+        ihuyi = exc.server_time
+        # A Date is a whole second, cut down: ihuyi's clock read half a second later, on average.
+        skew = redis_skew if ihuyi is None else now - (ihuyi + 0.5)
+        if abs(skew) <= MAX_CLOCK_SKEW_SECONDS:
+            return None
+        against = "the state Redis's clock (ihuyi sent no Date)" if ihuyi is None else "ihuyi's clock"
+        return (f"clock skew on host {self.host} by {abs(skew):.0f} s ({'ahead of' if skew > 0 else 'behind'} "
+                f"{against}; the state Redis's clock differs by {redis_skew:+.0f} s)")
 
     def _finish_submitted(self, req: VoiceCodeRequest, result: dict[str, Any], attempt: Attempt) -> Done:
         """Record a Submit ihuyi accepted, holding on while the shared state is unreachable.
@@ -245,6 +405,26 @@ class Sender:
         letter = DeadLetter(reason="invalid_payload", account=None, mobile=mask_mobile(mobile), attempts=0,
                             task_id=task_id, request_id=rid, detail=detail)
         self.dead_letters.add(letter)
-        return Done({"status": "dead_lettered", "voiceid": None, "account": None, "mobile": mask_mobile(mobile),
+        done = Done({"status": "dead_lettered", "voiceid": None, "account": None, "mobile": mask_mobile(mobile),
                      "attempts": 0, "code": None, "request_id": rid, "reason": "invalid_payload",
                      "detail": detail, "dead_letter": letter.id})
+        self._record(Measures(), done.result)
+        return done
+
+    def _record(self, measures: Measures, result: dict[str, Any] | None) -> None:
+        """Count one delivery pool-wide, in one round trip: its Submit latencies, its rate-limit waits
+        and, once per final ``result``, the outcome. A failure is logged, never raised: the send is done."""
+        if result is None and not (measures.submits or measures.waits):
+            return
+        try:
+            pipe = self.metrics.pipeline()
+            for account, seconds in measures.submits:
+                self.metrics.observe_submit(account, seconds, pipe=pipe)
+            for account, seconds in measures.waits:
+                self.metrics.record_rate_limit_wait(account, seconds, pipe=pipe)
+            if result is not None:
+                self.metrics.record_outcome(result.get("account") or "", outcome_of(result), result.get("code"),
+                                            pipe=pipe)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("metrics of a send not recorded (%s)", type(exc).__name__)

@@ -13,6 +13,7 @@ from config import Settings
 from worker.stores.accounts import AccountStates
 from worker.stores.connection import connect_state, resolve_urls
 from worker.stores.deadletters import DeadLetterStore
+from worker.stores.heartbeats import PROCESS, Heartbeat
 from worker.stores.idempotency import IdempotencyStore
 from worker.stores.parking import ParkingLot
 from worker.stores.ratelimit import RateLimiter
@@ -41,15 +42,24 @@ class Stores:
     parking: ParkingLot
 
     @classmethod
-    def connect(cls, settings: Settings) -> Stores:
-        """The stores on the shared state ``settings`` name (the embedded Redis started if that is the one)."""
+    def connect(cls, settings: Settings, heartbeat: Heartbeat | None = None) -> Stores:
+        """The stores on the shared state ``settings`` name (the embedded Redis started if that is the one).
+
+        Given a ``heartbeat``, leases name its process, which keeps the heartbeat on that Redis
+        from its first lease on, so that a lease dies with its holder (worker/stores/heartbeats.py).
+        """
         client = connect_state(resolve_urls(settings).state)
         return cls(
             redis=client,
-            idempotency=IdempotencyStore(client, lease_seconds=lease_seconds(settings)),
+            idempotency=IdempotencyStore(client, lease_seconds=lease_seconds(settings), heartbeat=heartbeat),
             dead_letters=DeadLetterStore(client),
             accounts=AccountStates(client),
             throttle=MobileThrottle(client, settings.mobile_throttle),
             limiter=RateLimiter(client),
             parking=ParkingLot(client),
         )
+
+    @classmethod
+    def for_worker(cls, settings: Settings) -> Stores:
+        """The stores of a worker process: its leases name it, and run out when it dies."""
+        return cls.connect(settings, heartbeat=PROCESS)

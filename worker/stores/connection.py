@@ -1,16 +1,32 @@
 """Where the broker, the result store and the shared state live, and the shared-state client.
 
-The shared state (idempotency keys, dead letters, limiter buckets, paused accounts) is one
-Redis that every worker process and host uses.
+The shared state (idempotency keys, dead letters, limiter buckets, paused accounts, the
+worker registry, verifications) is one Redis that every worker, producer and host uses.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import redis
 
-from config import Settings
 from worker.stores import embedded
+
+
+class Places(Protocol):
+    """What says where things live: the workers' ``Settings`` and the producers' ``ProducerSettings`` both do."""
+
+    @property
+    def broker_url(self) -> str | None: ...
+    @property
+    def result_backend(self) -> str | None: ...
+    @property
+    def redis_url(self) -> str | None: ...
+    @property
+    def state_dir(self) -> Path: ...
+    @property
+    def embedded(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -20,8 +36,8 @@ class Urls:
     state: str
 
 
-def resolve_urls(settings: Settings) -> Urls:
-    """The three URLs, starting the embedded Redis when no server is configured."""
+def resolve_urls(settings: Places) -> Urls:
+    """The three URLs, starting the embedded Redis when no server is configured for broker or state."""
     if settings.embedded:
         sock = embedded.ensure_running(settings.state_dir)
         return Urls(f"redis+socket://{sock}", f"redis+socket://{sock}", f"unix://{sock}")

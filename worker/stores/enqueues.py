@@ -17,6 +17,7 @@ from typing import Literal
 import redis
 
 from worker.stores import scripts
+from worker.stores.throttle import block_key
 
 # Fixed for good: every producer must map a request id to the same task id.
 TASK_NAMESPACE = uuid.UUID("3025f6a1-6baa-4d9c-8fa8-1658e62ed0ae")
@@ -55,11 +56,12 @@ class EnqueueRecords:
         """Reserve ``request_id`` for ``task_id`` unless it was before or the number is throttled.
 
         ``mobile_key`` is the number's throttle key and ``windows`` its (limit, seconds)
-        pairs, as the worker's throttle has them. Atomic: of producers racing with one
-        request id, exactly one gets ``new``.
+        pairs, as the worker's throttle has them; a block ihuyi set on the number (its
+        4080-4086) refuses a new request whatever the windows. Atomic: of producers racing
+        with one request id, exactly one gets ``new``.
         """
         status, value = self._reserve(
-            keys=[self._key(request_id), mobile_key],
+            keys=[self._key(request_id), mobile_key, block_key(mobile_key)],
             args=[task_id, keep_seconds, *(v for window in windows for v in window)],
         )
         if status == b"throttled":

@@ -12,7 +12,11 @@ re-enqueued request, on any worker, sees what the others did:
   the lease back for a retry, only while the caller still holds it.
 
 The lease outlasts the longest possible Submit attempt (the ihuyi client's total
-deadline), so a redelivery cannot overlap a live attempt. The deadline is the time the
+deadline), so a redelivery cannot overlap a live attempt. Given a :class:`Heartbeat`, the
+store names the process that holds each lease (worker/stores/heartbeats.py), and a lease
+whose holder's heartbeat has expired counts as run out: a dead worker's requests go again
+as soon as its messages are back on their queues (seconds), not after the rest of the
+lease; a live worker's lease holds as before. The deadline is the time the
 request was enqueued (or first seen, for producers that do not say) plus its TTL, so
 neither retries nor redeliveries stretch a code's validity. A task parked for a rate-limit
 slot leaves its slot in the record, where only the next attempt at this request finds it.
@@ -26,6 +30,8 @@ from typing import Any
 
 import redis
 from worker.stores import scripts
+from worker.stores.heartbeats import KEY_PREFIX as HEARTBEAT_PREFIX
+from worker.stores.heartbeats import Heartbeat
 
 KEY_PREFIX = "voicecode:request:"
 
@@ -66,8 +72,12 @@ def _text(value: bytes | str) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, client: redis.Redis, *, lease_seconds: float, keep_seconds: int = 86400) -> None:
+    """The request records; leases name ``heartbeat``'s process when given (else they only run out)."""
+
+    def __init__(self, client: redis.Redis, *, lease_seconds: float, keep_seconds: int = 86400,
+                 heartbeat: Heartbeat | None = None) -> None:
         self._redis = client
+        self._heartbeat = heartbeat
         self._begin = scripts.register(client, "idempotency_begin")
         self._claim = scripts.register(client, "idempotency_claim")
         self._release = scripts.register(client, "idempotency_release")
@@ -78,9 +88,13 @@ class IdempotencyStore:
     def begin(self, request_id: str, ttl: int, enqueued_at: float | None = None) -> Attempt:
         keep = max(self.keep_seconds, ttl)
         token = secrets.token_hex(8)
+        # Only a process that leases keeps a heartbeat here: producers and the CLI never do.
+        holder = self._heartbeat.keep_on(self._redis) if self._heartbeat else ""
+        beat_ms = int(self._heartbeat.ttl * 1000) if self._heartbeat else 0
         reply = [_text(r) for r in self._begin(
             keys=[KEY_PREFIX + request_id],
-            args=[ttl, "" if enqueued_at is None else repr(float(enqueued_at)), self.lease_seconds, keep, token],
+            args=[ttl, "" if enqueued_at is None else repr(float(enqueued_at)), self.lease_seconds, keep, token,
+                  holder, HEARTBEAT_PREFIX, beat_ms],
         )]
         state = reply[0]
         if state == "done":
@@ -123,4 +137,4 @@ class IdempotencyStore:
 
     def forget(self, request_id: str) -> None:
         """Drop a finished request's outcome (not its deadline), so a replay may send it."""
-        self._redis.hdel(KEY_PREFIX + request_id, "status", "result", "lease", "owner")
+        self._redis.hdel(KEY_PREFIX + request_id, "status", "result", "lease", "owner", "holder")

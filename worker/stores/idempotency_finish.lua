@@ -4,5 +4,5 @@ if redis.call('HGET', key, 'status') == 'submitted' and ARGV[1] ~= 'submitted' t
   return redis.call('HGET', key, 'result')
 end
 redis.call('HSET', key, 'status', ARGV[1], 'result', ARGV[2])
-redis.call('HDEL', key, 'lease', 'owner')
+redis.call('HDEL', key, 'lease', 'owner', 'holder')
 return false

@@ -2,8 +2,9 @@
 
 A Prometheus client library counts per process; a pool of workers on several hosts, restarted
 at will, needs one set of counters they all add to. Each worker event is one cheap write
-(one round trip: a single ``HINCRBY``, or a ``MULTI``/``EXEC`` pipeline of two), and the
-metrics endpoint reads everything back with :meth:`MetricsStore.snapshot`.
+(one round trip: a single ``HINCRBY``, or a ``MULTI``/``EXEC`` pipeline of two), or is queued
+on a caller's :meth:`MetricsStore.pipeline` with the others of one send and written with them
+in one round trip; the metrics endpoint reads everything back with :meth:`MetricsStore.snapshot`.
 
 Keys (``prefix`` defaults to ``voicecode:metrics:``), hashes that never expire:
 
@@ -24,7 +25,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -103,28 +105,43 @@ class MetricsStore:
         """``account`` if it is a configured account, else ``other``."""
         return account if account in self.accounts else OTHER
 
-    def record_outcome(self, account: str, status: str, ihuyi_code: int | None) -> None:
-        """Count one final outcome. One round trip."""
+    def pipeline(self) -> redis.client.Pipeline:
+        """A ``MULTI``/``EXEC`` pipeline: pass it as ``pipe`` to queue several events, then ``execute()`` it."""
+        return self._redis.pipeline(transaction=True)
+
+    def record_outcome(self, account: str, status: str, ihuyi_code: int | None, *,
+                       pipe: redis.client.Pipeline | None = None) -> None:
+        """Count one final outcome. One round trip, or queued on ``pipe``."""
         code = _code_label(NO_CODE if ihuyi_code is None else str(ihuyi_code))
         field = f"{self.account_label(account)}|{_status_label(status)}|{code}"
-        self._redis.hincrby(self._outcomes, field, 1)
+        with self._batch(pipe) as batch:
+            batch.hincrby(self._outcomes, field, 1)
 
-    def observe_submit(self, account: str, seconds: float) -> None:
-        """Count one Submit call that took ``seconds`` (finite, not negative). One round trip."""
+    def observe_submit(self, account: str, seconds: float, *, pipe: redis.client.Pipeline | None = None) -> None:
+        """Count one Submit call that took ``seconds`` (finite, not negative). One round trip, or queued on ``pipe``."""
         micros, account = _micros(seconds), self.account_label(account)
         bound = next(bound for bound in BUCKETS if seconds <= bound)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hincrby(self._submit, f"{account}|le={bound}", 1)
-        pipe.hincrby(self._submit, f"{account}|sum_us", micros)
-        pipe.execute()
+        with self._batch(pipe) as batch:
+            batch.hincrby(self._submit, f"{account}|le={bound}", 1)
+            batch.hincrby(self._submit, f"{account}|sum_us", micros)
 
-    def record_rate_limit_wait(self, account: str, seconds: float) -> None:
-        """Count one wait of ``seconds`` (finite, not negative) for a rate-limit token. One round trip."""
+    def record_rate_limit_wait(self, account: str, seconds: float, *,
+                               pipe: redis.client.Pipeline | None = None) -> None:
+        """Count one wait of ``seconds`` (finite, not negative) for a rate-limit token. One round trip, or queued on ``pipe``."""
         micros, account = _micros(seconds), self.account_label(account)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hincrby(self._waits, f"{account}|count", 1)
-        pipe.hincrby(self._waits, f"{account}|sum_us", micros)
-        pipe.execute()
+        with self._batch(pipe) as batch:
+            batch.hincrby(self._waits, f"{account}|count", 1)
+            batch.hincrby(self._waits, f"{account}|sum_us", micros)
+
+    @contextmanager
+    def _batch(self, pipe: redis.client.Pipeline | None) -> Iterator[redis.client.Pipeline]:
+        """``pipe`` to queue on; without one, a pipeline of this call's own, executed at the end."""
+        if pipe is not None:
+            yield pipe
+            return
+        own = self.pipeline()
+        yield own
+        own.execute()
 
     def snapshot(self) -> Snapshot:
         """Everything counted so far, read atomically in one round trip.

@@ -5,6 +5,11 @@ calls per called number itself. Each number has a sliding-window log: one sorted
 its recent calls (score = the Redis server's time), trimmed to the longest window. A
 decision is one atomic Lua script, so workers on every host see each other's calls.
 
+When ihuyi itself refuses a number as called too often (codes 4080-4086), the number is
+*blocked* for the window the code names (ihuyi/codes.py), whatever ``MOBILE_THROTTLE`` says:
+a key beside its log (:func:`block_key`) that every check reads first, the producer's too
+(worker/stores/enqueues_reserve.lua), so the next enqueue is refused with the time left.
+
 Keys hold a hash of the number, never the number itself.
 """
 from __future__ import annotations
@@ -18,6 +23,7 @@ import redis
 from config.settings import Window
 from worker.stores import scripts
 
+
 def _member(request_id: str | None) -> str:
     """A request's entry in a number's log: a hash, since a request id may hold the number itself."""
     return "" if request_id is None else hashlib.sha256(request_id.encode("utf-8")).hexdigest()[:16]
@@ -28,18 +34,24 @@ def number_key(prefix: str, mobile: str) -> str:
     return prefix + hashlib.sha256(mobile.encode("utf-8")).hexdigest()[:24]
 
 
+def block_key(log_key: str) -> str:
+    """The key of the block beside the number's log ``log_key`` (a :func:`number_key`)."""
+    return log_key + ":blocked"
+
+
 class MobileThrottle:
     """Enforces every one of ``windows`` per called number, across the whole pool."""
 
     def __init__(self, client: redis.Redis, windows: Sequence[Window], prefix: str = "voicecode:throttle:") -> None:
         self._redis = client
         self._check = scripts.register(client, "throttle_check")
+        self._block = scripts.register(client, "throttle_block")
         self.windows = tuple(windows)
         self.prefix = prefix
         self._window_args = [str(v) for w in self.windows for v in (w.limit, w.seconds)]
 
     def retry_after(self, mobile: str) -> float:
-        """Seconds until a call to ``mobile`` would be allowed (0.0: now). Records nothing.
+        """Seconds until a call to ``mobile`` would be allowed (0.0: now), a block included. Records nothing.
 
         The producer API asks this before enqueueing, to tell the web app's user how long to wait.
         """
@@ -54,16 +66,23 @@ class MobileThrottle:
         """
         return self._run(mobile, record=True, member=_member(request_id))
 
+    def block(self, mobile: str, seconds: float) -> None:
+        """Refuse every call to ``mobile`` for ``seconds`` (ihuyi said it was called too often).
+
+        A block already running longer is kept. Applies even with no windows configured:
+        ihuyi's own limits hold whatever ours are.
+        """
+        self._block(keys=[block_key(number_key(self.prefix, mobile))], args=[max(1, round(seconds * 1000))])
+
     def release(self, mobile: str, request_id: str) -> None:
         """Take back the call recorded for ``request_id``, for a Submit that cannot have reached ihuyi."""
         if self.windows:
             self._redis.zrem(number_key(self.prefix, mobile), _member(request_id))
 
     def _run(self, mobile: str, *, record: bool, member: str = "") -> float:
-        if not self.windows:
-            return 0.0
+        key = number_key(self.prefix, mobile)
         reply = self._check(
-            keys=[number_key(self.prefix, mobile)],
+            keys=[key, block_key(key)],
             args=["1" if record else "0", member or secrets.token_hex(8), *self._window_args],
         )
         return float(reply)

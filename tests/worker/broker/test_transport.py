@@ -1,26 +1,48 @@
-"""The Redis transport's take: a message leaves its queue and enters ``unacked`` in one step."""
+"""The Redis transport's take: a message leaves its queue and enters ``unacked`` in one step,
+recorded as its taker's; a worker whose heartbeat is gone has its messages put back at once."""
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from kombu import Connection, Exchange, Queue
 
 from tests.support import unique_mobile
-from tests.worker.conftest import TEST_DB
+from tests.worker.broker.conftest import DB
+from worker.broker.heartbeat import OwnerKeys
 from worker.broker.transport import IDLE_AFTER_SECONDS, IDLE_POLL_SECONDS, POLL_SECONDS, Transport
+from worker.stores.heartbeats import Heartbeat
 
 QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ("vc-a", "vc-b")]
+KEYS = OwnerKeys.of("unacked")
 
 
 @pytest.fixture
-def connection(redis_db):
-    with Connection(f"redis://127.0.0.1:6379/{TEST_DB}", transport=Transport,
-                    transport_options={"visibility_timeout": 1}) as conn:
-        yield conn
+def worker(redis_db) -> Iterator[Callable[[], Connection]]:
+    """Makes connections that each stand for a worker process: a heartbeat of its own."""
+    opened: list[tuple[Connection, Heartbeat]] = []
+
+    def make() -> Connection:
+        conn = Connection(f"redis://127.0.0.1:6379/{DB}", transport=Transport,
+                          transport_options={"visibility_timeout": 1})
+        conn.transport.heartbeat = Heartbeat()
+        opened.append((conn, conn.transport.heartbeat))
+        return conn
+
+    yield make
+    for conn, heartbeat in opened:
+        heartbeat.stop()
+        conn.release()
+
+
+@pytest.fixture
+def connection(worker) -> Connection:
+    return worker()
 
 
 def publish(connection: Connection, queue: Queue, count: int) -> None:
@@ -98,7 +120,7 @@ def test_an_unreadable_message_is_dropped_with_a_log_line_without_its_content(co
 
 
 def test_global_keyprefix_is_refused(redis_db):
-    with Connection(f"redis://127.0.0.1:6379/{TEST_DB}", transport=Transport,
+    with Connection(f"redis://127.0.0.1:6379/{DB}", transport=Transport,
                     transport_options={"global_keyprefix": "x:"}) as conn:
         with pytest.raises(ValueError, match="global_keyprefix"):
             conn.default_channel
@@ -132,3 +154,103 @@ def test_workers_take_with_the_script_on_every_redis_broker(stack):
     stack.send(unique_mobile("138"), "4821").get(timeout=30)
     uses_script = "unacked-first script" in stack.workers[0].text()
     assert uses_script == (stack.backend.name != "rabbitmq")
+
+
+# -- owners and heartbeats --------------------------------------------------------------------
+
+
+def hold(connection: Connection, count: int) -> list[str]:
+    """Take ``count`` messages of queue vc-a and leave them unacked: a worker that holds them."""
+    held: list[str] = []
+    channel = consume(connection, lambda body, message: held.append(message.delivery_tag))
+    channel.take(count)
+    assert len(held) == count
+    return held
+
+
+def queued_tags(redis_db: redis.Redis, queue: str = "vc-a") -> list[str]:
+    return [json.loads(raw)["properties"]["delivery_tag"] for raw in redis_db.lrange(queue, 0, -1)]
+
+
+def test_the_take_records_each_message_as_its_takers_until_acked(connection, redis_db):
+    publish(connection, QUEUES[0], 2)
+    seen = []
+    consume(connection, lambda body, message: seen.append(message)).take(2)
+    me = connection.transport.heartbeat.identity
+    assert {redis_db.hget(KEYS.owner_of, m.delivery_tag) for m in seen} == {me.encode()}
+    assert redis_db.smembers(KEYS.owned(me)) == {m.delivery_tag.encode() for m in seen}
+    assert redis_db.smembers(KEYS.owners) == {me.encode()}
+
+    seen[0].ack()
+    seen[1].reject(requeue=True)
+    assert redis_db.hlen(KEYS.owner_of) == 0 and redis_db.scard(KEYS.owned(me)) == 0
+
+
+def test_a_worker_without_a_heartbeat_takes_nothing(connection, redis_db):
+    """Back from a stall the others took for death, it takes again only once its thread beat."""
+    publish(connection, QUEUES[0], 1)
+    channel = consume(connection, lambda body, message: pytest.fail("nothing to deliver"))
+    channel.take(0)  # the first take starts the heartbeat
+    redis_db.delete(connection.transport.heartbeat.key)
+    assert channel.take(1) == 0 and redis_db.llen("vc-a") == 1
+
+
+def test_a_dead_workers_messages_go_back_to_their_queue_at_once(worker, redis_db):
+    dead, live = worker(), worker()
+    publish(dead, QUEUES[0], 3)
+    held = hold(dead, 3)
+    rescuer = consume(live, lambda body, message: None)
+    assert rescuer.recover_dead() == 0  # alive: its messages stay its own
+
+    dead.transport.heartbeat.stop()  # a heartbeat gone: expired or withdrawn, the same to the others
+    assert rescuer.recover_dead() == 3
+    assert sorted(queued_tags(redis_db)) == sorted(held)
+    assert all(json.loads(raw)["properties"]["delivery_info"]["redelivered"] for raw in redis_db.lrange("vc-a", 0, -1))
+    assert redis_db.hlen("unacked") == redis_db.zcard("unacked_index") == redis_db.hlen(KEYS.owner_of) == 0
+    assert dead.transport.heartbeat.identity.encode() not in redis_db.smembers(KEYS.owners)
+    assert rescuer.recover_dead() == 0
+
+
+def test_a_message_taken_again_by_a_live_worker_stays_with_it(worker, redis_db):
+    """Restored by the visibility timeout and taken by another worker: the first owner's death does not touch it."""
+    first, second, rescuer = worker(), worker(), worker()
+    publish(first, QUEUES[0], 1)
+    [tag] = hold(first, 1)
+    redis_db.zincrby("unacked_index", -10, tag)  # past the visibility timeout
+    consume(first, lambda body, message: None).qos.restore_visible(interval=1)
+    assert hold(second, 1) == [tag]
+
+    first.transport.heartbeat.stop()
+    assert consume(rescuer, lambda body, message: None).recover_dead() == 0
+    assert redis_db.hget(KEYS.owner_of, tag) == second.transport.heartbeat.identity.encode()
+    assert redis_db.hexists("unacked", tag) and redis_db.llen("vc-a") == 0
+
+
+def test_each_dead_workers_message_goes_back_once_even_if_its_rescuer_dies(worker, redis_db):
+    dead, rescuer, next_rescuer = worker(), worker(), worker()
+    publish(dead, QUEUES[0], 3)
+    held = hold(dead, 3)
+    dead.transport.heartbeat.stop()
+    consume(rescuer, lambda body, message: None)
+    consume(next_rescuer, lambda body, message: None)
+
+    # The rescuer claims two, then dies before putting them back; no one else may claim those two.
+    claimed = rescuer.default_channel._scripts()[1].claim_dead(rescuer.transport.heartbeat.identity, limit=2)
+    assert claimed.dead == [dead.transport.heartbeat.identity] and len(claimed.tags) == 2
+    rescuer.transport.heartbeat.stop()
+    assert next_rescuer.default_channel.recover_dead() == 3
+    assert sorted(queued_tags(redis_db)) == sorted(held)
+    assert redis_db.hlen("unacked") == 0 and redis_db.smembers(KEYS.owners) <= {
+        next_rescuer.transport.heartbeat.identity.encode()}
+
+
+def test_a_worker_without_a_heartbeat_gives_back_nothing(worker, redis_db):
+    """A process back from a long stall must not count the others dead before it beats again itself."""
+    dead, stalled = worker(), worker()
+    publish(dead, QUEUES[0], 1)
+    hold(dead, 1)
+    channel = consume(stalled, lambda body, message: None)
+    channel.take(0)
+    dead.transport.heartbeat.stop()
+    redis_db.delete(stalled.transport.heartbeat.key)
+    assert channel.recover_dead() == 0 and redis_db.hlen("unacked") == 1

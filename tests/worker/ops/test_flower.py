@@ -125,6 +125,16 @@ def test_flower_refuses_requests_without_the_password(flower):
     assert requests.get(f"{url}/api/tasks", auth=AUTH, timeout=5).status_code == 200
 
 
+def test_flowers_own_metrics_want_the_password_too(flower):
+    """Flower 2.x serves ``/metrics`` to anyone; ``voicecode flower`` puts it behind the password."""
+    _, url, _ = flower
+    assert requests.get(f"{url}/metrics", timeout=5).status_code == 401
+    assert requests.get(f"{url}/metrics", auth=("ops", "wrong"), timeout=5).status_code == 401
+    reply = requests.get(f"{url}/metrics", auth=AUTH, timeout=5)
+    assert reply.status_code == 200 and "flower_events_total" in reply.text
+    assert requests.get(f"{url}/healthcheck", timeout=5).text == "OK"  # says nothing else
+
+
 def test_the_password_is_not_on_flowers_command_line(flower):
     """``ps`` shows every local user a process's command line; Flower gets the password from its environment."""
     _, _, pid = flower

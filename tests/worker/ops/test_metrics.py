@@ -46,7 +46,8 @@ def store(client: redis.Redis) -> MetricsStore:
 def collector(store: MetricsStore) -> PoolCollector:
     return PoolCollector(store, dead_letters=lambda: 3,
                          paused=lambda: {"default": False, "backup": True, HOSTILE: True},
-                         balances=lambda: {"default": 250, "backup": None, HOSTILE: 7})
+                         balances=lambda: {"default": 250, "backup": None, HOSTILE: 7},
+                         paused_hosts=lambda: {"default": 2, "backup": 0, HOSTILE: 1})
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -69,7 +70,7 @@ def test_the_exposition_has_every_metric(store: MetricsStore) -> None:
     assert families == {"voicecode_outcomes": "counter", "voicecode_submit_seconds": "histogram",
                         "voicecode_rate_limit_waits": "counter", "voicecode_rate_limit_wait_seconds": "counter",
                         "voicecode_dead_letters": "gauge", "voicecode_account_paused": "gauge",
-                        "voicecode_balance": "gauge"}
+                        "voicecode_account_paused_hosts": "gauge", "voicecode_balance": "gauge"}
     got = samples(text)
 
     def value(name: str, **labels: str) -> float:
@@ -88,6 +89,8 @@ def test_the_exposition_has_every_metric(store: MetricsStore) -> None:
     assert value("voicecode_dead_letters") == 3
     assert value("voicecode_account_paused", account="default") == 0
     assert value("voicecode_account_paused", account="backup") == 1
+    assert value("voicecode_account_paused_hosts", account="default") == 2
+    assert value("voicecode_account_paused_hosts", account="backup") == 0
     assert value("voicecode_balance", account="default") == 250
     assert not any(name == "voicecode_balance" and ("account", "backup") in labels for name, labels in got)
 
@@ -186,5 +189,13 @@ def test_an_open_server_and_a_failing_render(serving: Callable[..., Get], caplog
 
 
 def test_basic_auth_must_be_user_and_password() -> None:
-    with pytest.raises(ValueError, match="user:password"):
-        make_server("127.0.0.1", 0, str, "nocolon")
+    for bad in ("nocolon", "ops:pw,nocolon"):
+        with pytest.raises(ValueError, match="user:password"):
+            make_server("127.0.0.1", 0, str, bad)
+
+
+def test_any_of_several_credentials_gets_in(serving: Callable[..., Get]) -> None:
+    """Several pairs, as FLOWER_BASIC_AUTH may hold (``voicecode metrics`` falls back to it)."""
+    get = serving(lambda: "voicecode_dead_letters 0\n", "ops:one,scraper:two")
+    assert [get(headers=basic(pair))[0] for pair in ("ops:one", "scraper:two", "ops:two", "ops:one,scraper:two")] == [
+        200, 200, 401, 401]

@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
+import redis
 
 from config.settings import load_settings
-from tests.support import base_env, submits, unique_mobile
+from ihuyi.sandbox import Sandbox
+from tests.support import ACCOUNTS, SANDBOX_ACCOUNTS, base_env, submits, unique_mobile
 from tests.worker.conftest import TEST_DB
-from worker.sending.flow import Done, Park, RetryIn, Sender
+from worker.sending import flow
+from worker.sending.flow import Done, Park, Refusal, RetryIn, Sender
 from worker.sending.request import VoiceCodeRequest
 from worker.stores import Stores
+from worker.stores.enqueues import EnqueueRecords
+from worker.stores.throttle import number_key
 
 
 @pytest.fixture
@@ -91,3 +97,154 @@ def test_a_task_parked_for_its_slot_finds_it_in_the_record(sender, fresh_sandbox
     assert isinstance(parked, Park) and submits(fresh_sandbox, mobile) == []
     back = sender.send(request(mobile, account="slow"), task_id="t-1")  # the parked copy, on its slot
     assert isinstance(back, Done) and back.status == "submitted" and back.result["attempts"] == 1
+
+
+# -- what ihuyi refuses, by who it is about ---------------------------------------------------
+
+HOST_A, HOST_B = "host-a", "host-b"
+
+
+@pytest.fixture(scope="module")
+def other_box() -> Iterator[Sandbox]:
+    """A second ihuyi as one host sees it: set to refuse that host (its IP, its clock) while the first takes the other."""
+    with Sandbox(SANDBOX_ACCOUNTS) as box:
+        yield box
+
+
+@pytest.fixture
+def host_a(redis_db, other_box) -> Sender:
+    """A sender on host A, which reaches ihuyi as ``other_box`` (reset, its clock right)."""
+    other_box.reset()
+    other_box.clock_offset = 0.0
+    return sender_on(other_box, HOST_A)
+
+
+def sender_on(box: Sandbox, host: str, **env: str) -> Sender:
+    url = f"redis://127.0.0.1:6379/{TEST_DB}"
+    settings = load_settings(base_env(box.url, CELERY_BROKER_URL=url, REDIS_URL=url, MOBILE_THROTTLE="1/60s",
+                                      VOICECODE_HOST=host, ACCOUNT_PROBE_SECONDS="1", **env))
+    return Sender(settings, Stores.connect(settings))
+
+
+@pytest.mark.parametrize(("code", "window"), [(4080, 60), (4081, 60), (4082, 86400), (4086, 3600)])
+def test_a_number_ihuyi_calls_too_often_ends_throttled_and_is_blocked(sender, fresh_sandbox, code, window):
+    mobile = f"1990000{code}"
+    outcome = sender.send(request(mobile), task_id="t-1")
+    assert isinstance(outcome, Done)
+    assert (outcome.status, outcome.result["reason"], outcome.result["code"]) == ("dead_lettered", "throttled", code)
+    assert sender.accounts.paused("default", sender.host) is None  # no pause
+    assert outcome.refusal is None  # nothing for a person: no unknown_code, nor any alert
+    assert window - 2 < sender.throttle.retry_after(mobile) <= window
+    refused = EnqueueRecords(sender.redis).reserve("next", "t-2", number_key(sender.throttle.prefix, mobile), [], 60)
+    assert refused.status == "throttled" and window - 2 < refused.retry_after <= window  # the next enqueue
+    letter = sender.dead_letters.get(outcome.result["dead_letter"])
+    assert letter.reason == "throttled" and f"retry after {window} s" in letter.detail
+    assert sender.metrics.snapshot().outcomes == {("default", "throttled", str(code)): 1}
+
+
+@pytest.mark.parametrize("code", [400, 4052])
+def test_a_hosts_ip_refused_pauses_that_host_only_and_another_host_sends(host_a, other_box, fresh_sandbox, code):
+    other_box.set_account(ACCOUNTS["default"]["apiid"], forced_code=code)
+    host_b = sender_on(fresh_sandbox, HOST_B)
+    mobile = unique_mobile("138")
+    handed_back = host_a.send(request(mobile), task_id="t-1")
+    assert isinstance(handed_back, RetryIn) and "paused on this host" in handed_back.reason
+    pause = host_a.accounts.paused("default", HOST_A)
+    assert (pause.code, pause.host) == (code, HOST_A)
+    refusal = handed_back.refusal  # the alert it calls for names the host (worker/ops/alerts.py)
+    assert (refusal.account, refusal.code, refusal.where, refusal.pause.host) == ("default", code, "on Submit", HOST_A)
+    assert host_a.accounts.paused("default") is None and host_a.accounts.paused("default", HOST_B) is None
+
+    again = host_b.send(request(mobile), task_id="t-1")  # the same request, on host B: sent
+    assert isinstance(again, Done) and (again.status, again.result["attempts"]) == ("submitted", 1)
+    other = unique_mobile("138")
+    assert host_b.send(request(other, "r-2"), task_id="t-2").status == "submitted"  # host B goes on
+    assert isinstance(host_a.send(request(unique_mobile("138"), "r-3"), task_id="t-3"), RetryIn)  # host A hands back
+    assert [len(submits(box, m)) for box, m in ((fresh_sandbox, mobile), (other_box, mobile))] == [1, 1]
+
+
+def test_a_host_paused_alone_dead_letters_after_the_hand_back_window(host_a, monkeypatch):
+    host_a.accounts.pause("default", 4052, "访问ip与备案ip不符", HOST_A)
+    monkeypatch.setattr(flow, "HAND_BACK_SECONDS", 0.0)  # as if this request had been handed back for 10 s
+    outcome = host_a.send(request(unique_mobile("138")), task_id="t-1")
+    assert isinstance(outcome, Done)
+    assert (outcome.result["reason"], outcome.result["code"], outcome.result["attempts"]) == ("account_paused", 4052, 0)
+    assert (outcome.refusal.code, outcome.refusal.pause.host) == (4052, HOST_A)  # the pause recalled, naming the host
+
+
+def test_a_host_probes_its_own_pause_and_sends_again(host_a, other_box):
+    apiid = ACCOUNTS["default"]["apiid"]
+    other_box.set_account(apiid, forced_code=4052)
+    assert isinstance(host_a.send(request(unique_mobile("138")), task_id="t-1"), RetryIn)
+    time.sleep(1.1)  # ACCOUNT_PROBE_SECONDS: the pause is old enough to probe
+    assert isinstance(host_a.send(request(unique_mobile("138"), "r-2"), task_id="t-2"), RetryIn)  # probe refused too
+    assert [c["reply"] for c in other_box.calls("GetNum")] == [4052]
+    other_box.set_account(apiid, forced_code=None)  # the host's IP registered
+    time.sleep(1.1)
+    done = host_a.send(request(unique_mobile("138"), "r-3"), task_id="t-3")
+    assert isinstance(done, Done) and done.status == "submitted"
+    assert host_a.accounts.paused("default", HOST_A) is None
+
+
+def test_a_405_from_a_skewed_clock_pauses_this_host_and_says_by_how_much(host_a, other_box):
+    other_box.clock_offset = -3600.0  # ihuyi an hour behind: this host an hour ahead
+    outcome = host_a.send(request(unique_mobile("138")), task_id="t-1")
+    assert isinstance(outcome, RetryIn)
+    pause = host_a.accounts.paused("default", HOST_A)
+    said = f"clock skew on host {HOST_A} by 3600 s (ahead of ihuyi's clock; the state Redis's clock differs by +0 s)"
+    assert pause.code == 405 and pause.msg == said  # a Date is whole seconds: the nearest one
+    assert host_a.accounts.paused("default") is None
+    assert (outcome.refusal.code, outcome.refusal.pause.msg, outcome.refusal.pause.host) == (405, said, HOST_A)
+
+
+def test_a_405_with_the_clocks_agreeing_pauses_the_account_for_the_pool(host_a, other_box):
+    other_box.set_account(ACCOUNTS["default"]["apiid"], forced_code=405)
+    outcome = host_a.send(request(unique_mobile("138")), task_id="t-1")
+    assert isinstance(outcome, Done) and (outcome.result["reason"], outcome.result["code"]) == ("permanent", 405)
+    assert host_a.accounts.paused("default").code == 405 and host_a.accounts.paused("default").host is None
+    assert outcome.refusal == Refusal("default", 405, "on Submit")  # the code's alert: credentials_refused
+
+
+def test_the_apikey_mode_never_blames_the_clock(redis_db, other_box):
+    other_box.reset()
+    other_box.clock_offset = -3600.0
+    try:
+        sender = sender_on(other_box, HOST_A, IHUYI_PASSWORD_MODE="apikey")
+        other_box.set_account(ACCOUNTS["default"]["apiid"], forced_code=405)
+        outcome = sender.send(request(unique_mobile("138")), task_id="t-1")
+    finally:
+        other_box.clock_offset = 0.0
+    assert isinstance(outcome, Done) and sender.accounts.paused("default").code == 405
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+def test_each_delivery_counts_in_one_round_trip(sender, fresh_sandbox, monkeypatch):
+    executes = []
+    pipeline = sender.metrics.pipeline
+
+    def counted() -> redis.client.Pipeline:
+        pipe = pipeline()
+        original = pipe.execute
+        pipe.execute = lambda *a, **kw: (executes.append(len(pipe.command_stack)), original(*a, **kw))[1]
+        return pipe
+
+    monkeypatch.setattr(sender.metrics, "pipeline", counted)
+    mobile = f"1990111{time.time_ns() % 10000:04d}"  # HTTP 500 once, then sent
+    assert isinstance(sender.send(request(mobile), task_id="t-1"), RetryIn)
+    assert sender.send(request(mobile), task_id="t-1").status == "submitted"
+    assert sender.send(request(mobile), task_id="t-1").status == "duplicate"
+    # MULTI, the Submit's two fields; then MULTI, the Submit's two, the outcome; then the outcome.
+    assert executes == [2, 3, 1]
+    snapshot = sender.metrics.snapshot()
+    assert snapshot.outcomes == {("default", "submitted", "2"): 1, ("default", "duplicate", "2"): 1}
+    assert snapshot.submit["default"].count == 2
+
+
+def test_rate_limit_waits_are_counted(sender, fresh_sandbox):
+    rate = sender.settings.accounts["slow"].rate  # 10/s, burst 2
+    for _ in range(3):
+        sender.limiter.reserve("slow", rate, max_wait=60)
+    assert sender.send(request(unique_mobile("138"), account="slow"), task_id="t-1").status == "submitted"
+    waits = sender.metrics.snapshot().rate_limit_waits["slow"]
+    assert waits.count == 1 and 0.1 < waits.seconds <= 0.25

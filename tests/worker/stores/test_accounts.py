@@ -123,3 +123,65 @@ def test_probe_keeps_the_account_paused_when_ihuyi_is_unreachable(states):
 def test_probe_leaves_an_account_that_is_not_paused_alone(states, sandbox):
     assert probe(states, "a", client_for(sandbox).get_num) is False
     assert sandbox.calls("GetNum") == []
+
+
+# -- pauses of one host ----------------------------------------------------------------------
+
+def test_a_hosts_pause_stops_that_host_only(states):
+    assert states.pause("a", 4052, "访问ip与备案ip不符", host="host-a") is True
+    assert states.pause("a", 400, "later", host="host-a") is False
+    pause = states.paused("a", "host-a")
+    assert (pause.code, pause.msg, pause.host) == (4052, "访问ip与备案ip不符", "host-a")
+    assert states.paused("a", "host-b") is None
+    assert states.paused("a") is None  # the pool is not paused
+    assert states.resume("a") is False
+    assert states.resume("a", "host-a") is True
+    assert states.paused("a", "host-a") is None
+
+
+def test_the_pools_pause_stops_every_host(states):
+    states.pause("a", 4050, "账号被冻结")
+    states.pause("a", 4052, "", host="host-a")
+    assert states.paused("a", "host-b") == Pause(4050, "账号被冻结", states.paused("a").since)
+    assert states.paused("a", "host-a").host is None  # the pool's comes first
+
+
+def test_snapshot_and_resume_everywhere(states):
+    states.pause("a", 4052, "ip", host="host-b")
+    states.pause("a", 405, "clock skew on host host-a by 3600 s", host="host-a")
+    (a,) = states.snapshot(["a"])
+    assert a.paused is None
+    assert [(p.host, p.code, p.msg) for p in a.host_pauses] == [
+        ("host-a", 405, "clock skew on host host-a by 3600 s"), ("host-b", 4052, "ip")]
+    assert states.resume_everywhere("a") is True
+    assert states.snapshot(["a"])[0].host_pauses == () and states.resume_everywhere("a") is False
+
+
+def test_one_probe_per_interval_once_the_pause_is_that_old(states, redis_db):
+    states.pause("a", 4052, "", host="host-a")
+    assert states.claim_probe("a", "host-a", every=0.3) is False  # paused just now: not yet
+    assert states.claim_probe("a", "host-b", every=0.3) is False  # not paused there
+    time.sleep(0.35)
+    assert [states.claim_probe("a", "host-a", every=0.3) for _ in range(3)] == [True, False, False]
+    time.sleep(0.35)
+    assert states.claim_probe("a", "host-a", every=0.3) is True
+
+
+def test_probe_resumes_a_hosts_pause_on_that_host_only(states, sandbox):
+    states.pause("a", 4052, "", host="host-a")
+    states.pause("a", 4052, "", host="host-b")
+    assert probe(states, "a", client_for(sandbox).get_num, host="host-a") is True
+    assert states.paused("a", "host-a") is None and states.paused("a", "host-b") is not None
+
+
+def test_probe_of_a_host_leaves_the_pools_pause_alone(states, sandbox):
+    states.pause("a", 4050, "")
+    assert probe(states, "a", client_for(sandbox).get_num, host="host-a") is False
+    assert sandbox.calls("GetNum") == [] and states.paused("a") is not None
+
+
+def test_probe_keeps_a_host_paused_while_ihuyi_refuses_its_ip(states, sandbox):
+    states.pause("a", 4052, "", host="host-a")
+    sandbox.set_account(APIID, forced_code=4052)
+    assert probe(states, "a", client_for(sandbox).get_num, host="host-a") is False
+    assert states.paused("a", "host-a") is not None and states.snapshot(["a"])[0].last_code == 4052

@@ -2,15 +2,40 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
+import pytest
+import redis
+
+from tests.conftest import require_servers
 from tests.support import wait_for
+from worker.stores.heartbeats import Heartbeat
 from worker.stores.idempotency import KEY_PREFIX, IdempotencyStore, Slot
 
 RID = "login:42"
 
 
-def store(redis_db, lease: float = 30.0) -> IdempotencyStore:
-    return IdempotencyStore(redis_db, lease_seconds=lease)
+@pytest.fixture
+def redis_db() -> Iterator[redis.Redis]:
+    """Database 0, empty at the start and at the end: apart from the other stores' tests (13)."""
+    require_servers("redis")
+    with redis.Redis(host="127.0.0.1", port=6379, db=0) as client:
+        client.flushdb()
+        yield client
+        client.flushdb()
+
+
+@pytest.fixture
+def heartbeats() -> Iterator[list[Heartbeat]]:
+    """Two worker processes' heartbeats, stopped at the end."""
+    beats = [Heartbeat(), Heartbeat()]
+    yield beats
+    for beat in beats:
+        beat.stop()
+
+
+def store(redis_db, lease: float = 30.0, heartbeat: Heartbeat | None = None) -> IdempotencyStore:
+    return IdempotencyStore(redis_db, lease_seconds=lease, heartbeat=heartbeat)
 
 
 def test_a_second_attempt_while_the_first_holds_the_lease_is_busy(redis_db):
@@ -77,3 +102,41 @@ def test_the_record_always_expires(redis_db):
     requests = store(redis_db)
     requests.begin(RID, 300, time.time())
     assert 0 < redis_db.ttl(KEY_PREFIX + RID) <= 86400
+
+
+def test_a_lease_whose_holders_heartbeat_is_gone_is_taken_over_at_once(redis_db, heartbeats):
+    """The holder was killed: its redelivered task goes now, not after the rest of the lease."""
+    dead, live = heartbeats
+    first = store(redis_db, heartbeat=dead).begin(RID, 300)
+    assert redis_db.hget(KEY_PREFIX + RID, "holder") == dead.identity.encode()
+    assert store(redis_db, heartbeat=live).begin(RID, 300).state == "busy"  # alive: it waits
+
+    dead.stop()
+    again = store(redis_db, heartbeat=live).begin(RID, 300)
+    assert again.state == "go" and again.attempts == 2
+    assert redis_db.hget(KEY_PREFIX + RID, "holder") == live.identity.encode()
+    assert store(redis_db, heartbeat=dead).claim(RID, first).state == "lost"
+
+
+def test_a_lease_without_a_holder_runs_its_full_time(redis_db):
+    """A store given no heartbeat names no holder: its leases hold until they run out, as before."""
+    store(redis_db).begin(RID, 300)
+    assert store(redis_db).begin(RID, 300).state == "busy"
+
+
+def test_a_holder_whose_heartbeat_redis_lost_is_given_one_by_its_next_lease(redis_db, heartbeats):
+    """A restarted or flushed Redis: a lease must not name a holder without a heartbeat."""
+    holder, other = heartbeats
+    requests = store(redis_db, heartbeat=holder)
+    requests.begin("login:1", 300)
+    redis_db.delete(holder.key)
+    requests.begin(RID, 300)
+    assert redis_db.exists(holder.key)
+    assert store(redis_db, heartbeat=other).begin(RID, 300).state == "busy"
+
+
+def test_a_finished_request_names_no_holder(redis_db, heartbeats):
+    requests = store(redis_db, heartbeat=heartbeats[0])
+    requests.begin(RID, 300)
+    requests.finish(RID, {"status": "submitted"})
+    assert redis_db.hget(KEY_PREFIX + RID, "holder") is None

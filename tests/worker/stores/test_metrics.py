@@ -164,3 +164,22 @@ def test_each_write_and_the_snapshot_is_one_round_trip(client: redis.Redis, monk
         sends.clear()
         write()
         assert len(sends) == 1
+
+
+def test_a_sends_events_share_one_round_trip_on_a_pipeline(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MetricsStore(client, accounts=ACCOUNTS)
+    client.ping()
+    sends = []
+    original = redis.connection.AbstractConnection.send_packed_command
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",
+                        lambda self, *args, **kwargs: (sends.append(1), original(self, *args, **kwargs))[1])
+    pipe = store.pipeline()
+    store.observe_submit("default", 0.2, pipe=pipe)
+    store.record_rate_limit_wait("default", 0.5, pipe=pipe)
+    store.record_outcome("default", "submitted", 2, pipe=pipe)
+    assert sends == []  # queued, not sent
+    pipe.execute()
+    assert len(sends) == 1
+    snapshot = store.snapshot()
+    assert snapshot.outcomes == {("default", "submitted", "2"): 1}
+    assert (snapshot.submit["default"].count, snapshot.rate_limit_waits["default"].count) == (1, 1)

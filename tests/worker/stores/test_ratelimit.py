@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from config.settings import Rate
+from config.settings import Rate, parse_rate
 from tests.worker.conftest import TEST_DB
 from worker.stores.ratelimit import RateLimiter
 
@@ -51,6 +51,20 @@ def test_reservations_are_queued_one_interval_apart(redis_db):
     gaps = [b - a for a, b in zip(slots[4:], slots[5:])]
     assert all(abs(g - 0.1) < 0.01 for g in gaps), gaps
     assert slots[-1] - first == pytest.approx(95 * 0.1, abs=0.02)
+
+
+def test_by_default_never_more_than_n_in_any_window(redis_db):
+    """``10/s`` with no burst given: slots a tenth of a second apart, from the first on."""
+    rate = parse_rate("IHUYI_RATE_LIMIT", "10/s")
+    assert rate.burst == 1
+    limiter = RateLimiter(redis_db)
+    slots = []
+    for _ in range(50):
+        asked = time.time()
+        slots.append(asked + limiter.reserve("acct", rate, max_wait=60).wait)
+    # Any 11 slots span a second (give or take the few ms this client's clock adds): no window holds 11.
+    assert min(b - a for a, b in zip(slots, slots[10:])) > 0.995
+    assert all(abs(b - a - 0.1) < 0.01 for a, b in zip(slots, slots[1:]))
 
 
 def test_a_refused_reservation_reserves_nothing(redis_db):

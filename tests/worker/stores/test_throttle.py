@@ -1,4 +1,4 @@
-"""Per-number throttle against the real Redis: every window, retry_after, quota kept and given back."""
+"""Per-number throttle against the real Redis: every window, retry_after, quota kept and given back, ihuyi's blocks."""
 from __future__ import annotations
 
 import hashlib
@@ -101,7 +101,7 @@ def test_concurrent_callers_get_exactly_the_limit(redis_db):
     assert answers.count(0.0) == 3
 
 
-def test_no_windows_never_throttles(redis_db):
+def test_no_windows_never_throttles_by_itself(redis_db):
     throttle = MobileThrottle(redis_db, [])
     assert [throttle.acquire(MOBILE) for _ in range(10)] == [0.0] * 10
     assert throttle.retry_after(MOBILE) == 0.0
@@ -128,3 +128,49 @@ def test_log_is_trimmed_to_the_longest_window_and_expires(redis_db):
     (key,) = redis_db.keys("*")
     assert redis_db.zcard(key) == 1
     assert 1000 < redis_db.pttl(key) <= 2000
+
+
+def test_a_block_refuses_the_number_for_its_window_whatever_the_windows(redis_db):
+    for windows in ([], [Window(5, 60)]):
+        throttle = MobileThrottle(redis_db, windows)
+        throttle.block(MOBILE, 60)
+        assert 59 < throttle.retry_after(MOBILE) <= 60
+        assert 59 < throttle.acquire(MOBILE, "r-1") <= 60
+        assert throttle.retry_after(OTHER) == 0.0  # its number only
+        redis_db.flushdb()
+
+
+def test_a_block_ends_with_its_window(redis_db):
+    throttle = MobileThrottle(redis_db, [])
+    throttle.block(MOBILE, 0.3)
+    assert throttle.acquire(MOBILE) > 0
+    time.sleep(throttle.retry_after(MOBILE) + 0.01)
+    assert throttle.acquire(MOBILE) == 0.0
+
+
+def test_a_shorter_block_never_cuts_a_longer_one(redis_db):
+    throttle = MobileThrottle(redis_db, [])
+    throttle.block(MOBILE, 86400)
+    throttle.block(MOBILE, 60)
+    assert throttle.retry_after(MOBILE) > 86000
+    throttle.block(OTHER, 60)
+    throttle.block(OTHER, 3600)
+    assert throttle.retry_after(OTHER) > 3500
+
+
+def test_a_block_keeps_the_number_out_of_redis(redis_db):
+    MobileThrottle(redis_db, []).block(MOBILE, 60)
+    (key,) = [k.decode() for k in redis_db.keys("*")]
+    assert key == number_key("voicecode:throttle:", MOBILE) + ":blocked"
+    assert MOBILE not in key + redis_db.get(key).decode()
+
+
+def test_the_producers_reservation_sees_a_block(redis_db):
+    """The producer's check (worker/stores/enqueues.py) refuses a new request to a blocked number."""
+    from worker.stores.enqueues import EnqueueRecords
+
+    MobileThrottle(redis_db, []).block(MOBILE, 3600)
+    records = EnqueueRecords(redis_db)
+    refused = records.reserve("r-1", "t-1", number_key("voicecode:throttle:", MOBILE), [], 60)
+    assert refused.status == "throttled" and 3599 < refused.retry_after <= 3600
+    assert records.reserve("r-2", "t-2", number_key("voicecode:throttle:", OTHER), [], 60).status == "new"
