@@ -50,10 +50,10 @@ BUSY_POLL_SECONDS = 1.0
 MAX_HOLD_SECONDS = 0.5
 #: A Submit about to go later than its slot by more than a quarter of the account's interval
 #: (at least MIN_LATE_SECONDS, at most MAX_LATE_SECONDS) gives the slot up and reserves a new
-#: one: a parked task that came back late, a thread that woke late on a busy worker. While
-#: that lateness plus the way to ihuyi stays under the interval, a window of the rate's period
-#: holds at most one Submit over the rate (11 in a second at 10/s), however many are late
-#: together. Above 25/s it is MIN_LATE_SECONDS, so ordinary scheduling jitter wastes no slots.
+#: one: a parked task that came back late, a thread that woke late on a busy worker. While the
+#: way from there to ihuyi takes less than the other three quarters, a window of the rate's
+#: period holds at most one Submit over the rate (11 in a second at 10/s), however many are
+#: late together. Above 25/s it is MIN_LATE_SECONDS, so ordinary scheduling jitter wastes no slots.
 MIN_LATE_SECONDS, MAX_LATE_SECONDS = 0.01, 0.2
 #: A send this host cannot make (its account paused here only, no fallback) goes back to the
 #: queue after this delay, for another host...

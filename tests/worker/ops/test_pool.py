@@ -3,9 +3,9 @@
 Two worker processes stand for two hosts (``VOICECODE_HOST`` host-a and host-b), each
 reaching ihuyi through a sandbox of its own, so ihuyi can refuse one host (its IP, its
 clock) and not the other. On Redis database 1 (broker and state). In order: ihuyi refusing
-a number called too often, one host's IP refused, one host's clock skewed, an account at
-10/s over both workers, and last the metrics endpoint, scraped and checked against every
-result the module collected.
+a number called too often, the warning about a plain http:// ihuyi, one host's IP refused,
+one host's clock skewed, an account at 10/s over both workers, and last the metrics
+endpoint, scraped and checked against every result the module collected.
 """
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def log_of(pool: Stack, host: str) -> str:
 
 @pytest.mark.parametrize(("code", "window"), [(4081, 60), (4085, 86400)])
 def test_a_number_ihuyi_refuses_as_called_too_often_is_throttled_and_refused_at_the_next_enqueue(
-        pool, sandboxes, states, code, window):
+        pool, states, code, window):
     mobile = f"1990000{code}"
     result = result_of(send(pool, mobile))
     assert (result["status"], result["reason"], result["code"]) == ("dead_lettered", "throttled", code)
@@ -163,12 +163,12 @@ def test_a_host_whose_clock_is_off_stops_alone_and_says_by_how_much(pool, sandbo
 
 
 def test_ten_per_second_over_two_workers(pool, sandboxes):
-    """``10/s`` and no burst: never more than 10 Submits in a second, at 10 a second."""
+    """``10/s`` and no burst: 10 Submits a second, at most one more in any second (one a little late)."""
     tasks = 150
     mobiles = [unique_mobile("138") for _ in range(tasks)]
     SENT.extend(mobiles)
     # Published from another process: this one, where the sandboxes take their timestamps, stays idle.
-    script = ("import json, sys, time; from tests.support import Stack; from celery import Celery\n"
+    script = ("import json, sys, time; from celery import Celery\n"
               "app = Celery(broker=sys.argv[1]); app.conf.task_default_queue = 'voicecode'\n"
               "for m in json.loads(sys.stdin.read()):\n"
               "    print(app.send_task('send_voice_code', (m, '4821'), {'account': 'ten'},"
@@ -185,8 +185,7 @@ def test_ten_per_second_over_two_workers(pool, sandboxes):
     print(f"\n10/s over two workers, {tasks} Submits: busiest second {busiest}, sustained {sustained:.2f}/s")
     assert busiest <= 11
     assert sustained >= 9.5
-    assert {box.url for box in sandboxes if any(c["account"] == "ten-apiid" for c in box.calls())} == {
-        box.url for box in sandboxes}  # both workers sent their share
+    assert all(any(c["account"] == ACCOUNTS["ten"]["apiid"] for c in box.calls()) for box in sandboxes)  # both sent
 
 
 def scrape(url: str, auth: tuple[str, str] | None = METRICS_AUTH) -> requests.Response:
@@ -210,6 +209,7 @@ def test_the_metrics_scraped_after_the_run_match_every_result(pool, sandboxes, s
         reply = scrape(url)
     finally:
         stop(process)
+    assert process.returncode == 0  # SIGTERM stops it cleanly
     assert reply.status_code == 200 and reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text, got = reply.text, samples(reply.text)
 
