@@ -23,6 +23,7 @@ from worker.sending.masking import mask_mobile
 log = logging.getLogger(__name__)
 
 _DIGIT_RUN = re.compile(r"[0-9]{8,}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _task_id(message: Any) -> str | None:
@@ -35,6 +36,8 @@ def _task_id(message: Any) -> str | None:
     task_id = headers.get("id")
     if not isinstance(task_id, str) or len(task_id) > 64 or not task_id.isascii() or not task_id.isprintable():
         return None
+    if _UUID.fullmatch(task_id):  # Celery's own ids: shown whole, to find the task by
+        return task_id
     return _DIGIT_RUN.sub(lambda run: mask_mobile(run[0]), task_id)
 
 
