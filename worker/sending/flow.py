@@ -53,8 +53,10 @@ MAX_HOLD_SECONDS = 0.5
 #: one: a parked task that came back late, a thread that woke late on a busy worker. While the
 #: way from there to ihuyi takes less than the other three quarters, a window of the rate's
 #: period holds at most one Submit over the rate (11 in a second at 10/s), however many are
-#: late together. Above 25/s it is MIN_LATE_SECONDS, so ordinary scheduling jitter wastes no slots.
-MIN_LATE_SECONDS, MAX_LATE_SECONDS = 0.01, 0.2
+#: late together. Above 5/s it is MIN_LATE_SECONDS, so a loaded worker's scheduling jitter wastes no slots.
+MIN_LATE_SECONDS, MAX_LATE_SECONDS = 0.05, 0.2
+#: How late a parked task, back through the mover and the queue, may use the slot it reserved.
+PARKED_LATE_SECONDS = 0.2
 #: A send this host cannot make (its account paused here only, no fallback) goes back to the
 #: queue after this delay, for another host...
 HAND_BACK_DELAY = 0.5
@@ -188,13 +190,13 @@ class Sender:
             gate = self._pass_limits(req, attempt, task_id, account, measures)
             if not isinstance(gate, float):
                 return gate
-            at = gate
-        else:  # a parked task back for the slot it reserved
-            account, at = slot.account, slot.at
-        return self._send_on_slot(req, attempt, task_id, account, at, measures)
+            at, allowance = gate, self._late_allowance(account)
+        else:  # a parked task back for the slot it reserved: the mover and the queue add their delay
+            account, at, allowance = slot.account, slot.at, PARKED_LATE_SECONDS
+        return self._send_on_slot(req, attempt, task_id, account, at, allowance, measures)
 
     def _send_on_slot(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str,
-                      at: float, measures: Measures) -> Done | RetryIn | Park:
+                      at: float, allowance: float, measures: Measures) -> Done | RetryIn | Park:
         """Wait for the slot at ``at`` (epoch), claim the request, Submit. A slot missed by more than
         :meth:`_late_allowance` once claimed is traded for a new one, to wait for or park until:
         late sends would burst past the account's rate together (the number's throttle was taken).
@@ -209,7 +211,7 @@ class Sender:
                 if claim.state == "lost":
                     return RetryIn(BUSY_POLL_SECONDS, "another attempt took this request over")
                 return self._finish(req, make_result(req, "expired", attempt.attempts - 1, account=account))
-            if traded or time.time() - at <= self._late_allowance(account):
+            if traded or time.time() - at <= allowance:
                 return self._submit(req, attempt, task_id, account, claim, measures)
             gate = self._reserve(req, attempt, account, measures)
             if not isinstance(gate, float):
