@@ -1,4 +1,4 @@
-"""The ihuyi response codes and what the worker does with each (DESIGN.md §1), in one table.
+"""The ihuyi response codes and what the worker does with each (ihuyi's published code tables and its help pages for 4080-4086), in one table.
 
 Each row says what a code means, whether the request is retried (``outcome``), who the
 failure is about (``scope``), when the number may be called again (``retry_after``, for the

@@ -3,7 +3,7 @@
 Stock kombu takes a message with BRPOP, which removes it from the queue, and records it in
 the ``unacked`` hash (where the visibility timeout finds it again) only after the reply
 has been read. A worker killed between the two loses the message: about 1 run in 18 of
-the worker-kill test lost 1 of 150 tasks (kombu issue #305, open since 2014).
+the worker-kill test lost 1 of 150 tasks (a known limit of kombu's Redis transport, unfixed upstream for years).
 
 Here the worker's event loop takes messages with a Lua script that moves them from the
 queues into ``unacked`` in one step, then delivers them. Redis scripts cannot block, so the

@@ -7,7 +7,7 @@
 - :class:`Park`: the account's rate-limit slot is further away than a thread should wait;
   the task is parked in the shared delay queue and comes back just before its slot.
 
-In order, as DESIGN.md §2: deadline and idempotency, account paused (or its fallback),
+In order, so that nothing that would refuse a send costs an ihuyi call or a rate-limit slot: deadline and idempotency, account paused (or its fallback),
 per-number throttle, pool-wide per-account rate limit, Submit.
 
 What ihuyi refuses is handled by who it is about (ihuyi/codes.py): a number called too often
@@ -63,7 +63,7 @@ HAND_BACK_DELAY = 0.5
 #: ... for this long after its first attempt at most; then it is dead-lettered. One host alone
 #: (or every host paused) so dead-letters its sends this much later than a pool-wide pause.
 HAND_BACK_SECONDS = 10.0
-#: After a 405 with the dynamic password, a clock further than this from ihuyi's is the cause (DESIGN §4).
+#: After a 405 with the dynamic password, a clock further than this from ihuyi's is the cause: the dynamic password hashes the worker's own time.
 MAX_CLOCK_SKEW_SECONDS = 60.0
 
 #: Dead-letter reasons that are outcomes of their own: the number called too often (by our

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 
@@ -21,21 +20,9 @@ AUTH = "ops:s3cr:et"
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """Database 6 of the local Redis, empty before and after; skipped when unreachable (failed under CI)."""
-    client = redis.Redis(host="127.0.0.1", port=6379, db=6, socket_connect_timeout=2)
-    try:
-        client.flushdb()
-    except redis.ConnectionError as exc:
-        client.close()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis at 127.0.0.1:6379 is unreachable: {exc}")
-        pytest.skip(f"Redis at 127.0.0.1:6379 is unreachable: {exc}")
-    try:
-        yield client
-    finally:
-        client.flushdb()
-        client.close()
+def client(redis_db: redis.Redis) -> redis.Redis:
+    """The shared empty test database (tests/worker/conftest.py)."""
+    return redis_db
 
 
 @pytest.fixture

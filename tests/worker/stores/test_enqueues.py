@@ -1,12 +1,10 @@
 """EnqueueRecords against the real Redis (database 5): idempotent reserve, throttle, forget."""
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -19,22 +17,9 @@ WINDOWS = [(1, 60), (5, 3600)]
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """Database 5 of the local Redis, empty before and after; skipped when unreachable (failed under CI)."""
-    client = redis.Redis(host="127.0.0.1", port=6379, db=5, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        message = f"Redis at 127.0.0.1:6379 is unreachable: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    client.flushdb()
-    try:
-        yield client
-    finally:
-        client.flushdb()
-        client.close()
+def client(redis_db: redis.Redis) -> redis.Redis:
+    """The shared empty test database (tests/worker/conftest.py)."""
+    return redis_db
 
 
 @pytest.fixture

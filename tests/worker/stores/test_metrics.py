@@ -1,37 +1,25 @@
 """The pool-wide metrics store against a real Redis (database 6): exact counts from many clients, safe labels."""
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
 
+from tests.worker.conftest import TEST_DB
 from worker.stores.metrics import BUCKETS, OTHER, MetricsStore
 
-DB = 6
+
 ACCOUNTS = ("default", "backup.1")
 HOSTILE = "13800138000"
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """Database 6 of the local Redis, empty before and after; skipped when unreachable (failed under CI)."""
-    client = redis.Redis(host="127.0.0.1", port=6379, db=DB, socket_connect_timeout=2)
-    try:
-        client.flushdb()
-    except redis.ConnectionError as exc:
-        client.close()
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis at 127.0.0.1:6379 is unreachable: {exc}")
-        pytest.skip(f"Redis at 127.0.0.1:6379 is unreachable: {exc}")
-    try:
-        yield client
-    finally:
-        client.flushdb()
-        client.close()
+def client(redis_db: redis.Redis) -> redis.Redis:
+    """The shared empty test database (tests/worker/conftest.py)."""
+    return redis_db
 
 
 def in_threads(count: int, work: Callable[[MetricsStore, int], None]) -> None:
@@ -39,7 +27,7 @@ def in_threads(count: int, work: Callable[[MetricsStore, int], None]) -> None:
     start, errors = threading.Barrier(count), []
 
     def run(i: int) -> None:
-        own = redis.Redis(host="127.0.0.1", port=6379, db=DB)
+        own = redis.Redis(host="127.0.0.1", port=6379, db=TEST_DB)
         try:
             start.wait()
             work(MetricsStore(own, accounts=ACCOUNTS), i)

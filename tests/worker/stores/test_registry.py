@@ -1,9 +1,7 @@
 """WorkerRegistry against the real Redis (database 5): announce, expiry, withdraw, union."""
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -12,22 +10,9 @@ from worker.stores.registry import WorkerRegistry
 
 
 @pytest.fixture
-def client() -> Iterator[redis.Redis]:
-    """Database 5 of the local Redis, empty before and after; skipped when unreachable (failed under CI)."""
-    client = redis.Redis(host="127.0.0.1", port=6379, db=5, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.ConnectionError as exc:
-        message = f"Redis at 127.0.0.1:6379 is unreachable: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    client.flushdb()
-    try:
-        yield client
-    finally:
-        client.flushdb()
-        client.close()
+def client(redis_db: redis.Redis) -> redis.Redis:
+    """The shared empty test database (tests/worker/conftest.py)."""
+    return redis_db
 
 
 @pytest.fixture
