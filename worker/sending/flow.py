@@ -7,8 +7,12 @@
 - :class:`Park`: the account's rate-limit slot is further away than a thread should wait;
   the task is parked in the shared delay queue and comes back just before its slot.
 
-In order, so that nothing that would refuse a send costs an ihuyi call or a rate-limit slot: deadline and idempotency, account paused (or its fallback),
-per-number throttle, pool-wide per-account rate limit, Submit.
+In order, so that nothing that would refuse a send costs an ihuyi call or a rate-limit slot:
+deadline and idempotency, account paused (or its fallback), per-number throttle, pool-wide
+per-account rate limit, Submit. All but the Submit are one round trip to the shared state
+(worker/stores/gate.py); a paused account whose pause this host must probe, or that has no
+fallback to use, takes the slow way, one store at a time. After the Submit, the final result
+and the delivery's metrics are written in one more.
 
 What ihuyi refuses is handled by who it is about (ihuyi/codes.py): a number called too often
 (4080-4086) is blocked in the throttle and the send ends ``throttled``; the sending host's IP
@@ -19,7 +23,8 @@ calls for an alert comes back with the outcome as a :class:`Refusal` (worker/ops
 raises it): the code, and the pause when one is in force, whose host it names.
 
 Each delivery also counts, pool-wide: its Submit latencies, its rate-limit waits and, for a
-final result, the outcome, all in one round trip at its end (worker/stores/metrics.py).
+final result, the outcome (worker/stores/metrics.py), in the round trip that stores that
+result, or in one of its own.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ from worker.sending.retry import RECORD_SUBMITTED, send_backoff
 from worker.stores import Stores
 from worker.stores.accounts import Pause, probe
 from worker.stores.deadletters import DeadLetter
-from worker.stores.idempotency import Attempt, Claim, Slot
+from worker.stores.idempotency import Attempt
 from worker.stores.metrics import MetricsStore
 
 #: How often a request another worker is sending is looked at again.
@@ -57,6 +62,11 @@ MAX_HOLD_SECONDS = 0.5
 MIN_LATE_SECONDS, MAX_LATE_SECONDS = 0.05, 0.2
 #: How late a parked task, back through the mover and the queue, may use the slot it reserved.
 PARKED_LATE_SECONDS = 0.2
+#: A Submit this soon after the gate goes without a second look at the request's record. Its
+#: lease cannot have passed to another worker by then: that takes this process's heartbeat to
+#: lapse, after at least 8 s of the whole process standing still (worker/stores/heartbeats.py).
+#: The time left before the code's deadline is counted here from the gate's answer.
+CLAIM_AFTER_SECONDS = 2.0
 #: A send this host cannot make (its account paused here only, no fallback) goes back to the
 #: queue after this delay, for another host...
 HAND_BACK_DELAY = 0.5
@@ -86,8 +96,13 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Done:
+    """A final ``result``. ``store``: still to be written to the request's record, which is
+    held on to for ``hold`` seconds while the shared state is unreachable, if it is a Submit."""
+
     result: dict[str, Any]
     refusal: Refusal | None = None
+    store: bool = False
+    hold: float = 0.0
 
     @property
     def status(self) -> str:
@@ -158,6 +173,7 @@ class Sender:
         self.accounts = stores.accounts
         self.throttle = stores.throttle
         self.limiter = stores.limiter
+        self.gate = stores.gate
         self.metrics = MetricsStore(stores.redis, accounts=settings.accounts)
         self.clients = {name: client_for(settings, account) for name, account in settings.accounts.items()}
         if settings.api_url.startswith("http://"):
@@ -168,55 +184,89 @@ class Sender:
         """One delivery of ``req``: what to do next (see the module's docstring)."""
         measures = Measures()
         outcome = self._send(req, task_id, enqueued_at, measures)
+        if isinstance(outcome, Done) and outcome.store:
+            return self._store(req, outcome, measures)
         self._record(measures, outcome.result if isinstance(outcome, Done) else None)
         return outcome
 
     def _send(self, req: VoiceCodeRequest, task_id: str | None, enqueued_at: float | None,
               measures: Measures) -> Done | RetryIn | Park:
-        attempt = self.idempotency.begin(req.request_id, req.ttl, enqueued_at)
+        # A slot is a wait from when it was asked for: a reply read late (a busy worker) does not move it.
+        asked = time.monotonic()
+        verdict = self.gate.enter(req.request_id, req.mobile, req.account, req.ttl, enqueued_at, host=self.host,
+                                  probe_every=self.settings.account_probe_seconds, max_hold=MAX_HOLD_SECONDS,
+                                  parked_late=PARKED_LATE_SECONDS)
+        attempt, account = verdict.attempt, verdict.account
         if attempt.state == "done":
             stored = attempt.result or {}
             return Done({**stored, "status": "duplicate"} if stored.get("status") == "submitted" else stored)
         if attempt.state == "busy":
             return RetryIn(min(attempt.wait, BUSY_POLL_SECONDS), "another worker holds this request")
         if attempt.state == "expired":
-            return self._finish(req, make_result(req, "expired", attempt.attempts))
-        slot = attempt.slot
-        if slot is None or slot.account not in self.settings.accounts:
-            account_or_outcome = self._usable_account(req, attempt, task_id)
-            if not isinstance(account_or_outcome, str):
-                return account_or_outcome
-            account = account_or_outcome
-            gate = self._pass_limits(req, attempt, task_id, account, measures)
-            if not isinstance(gate, float):
-                return gate
-            at, allowance = gate, self._late_allowance(account)
-        else:  # a parked task back for the slot it reserved: the mover and the queue add their delay
-            account, at, allowance = slot.account, slot.at, PARKED_LATE_SECONDS
-        return self._send_on_slot(req, attempt, task_id, account, at, allowance, measures)
+            return self._finish(req, attempt, make_result(req, "expired", attempt.attempts))
+        if verdict.verdict == "paused":
+            return self._send_while_paused(req, attempt, task_id, measures)
+        if verdict.verdict == "throttled":
+            return self._throttled(req, attempt, task_id, verdict.seconds)
+        if verdict.verdict == "late":
+            return self._finish(req, attempt, make_result(req, "expired", attempt.attempts - 1, account=account,
+                                                          reason="rate_limited_past_ttl"))
+        if verdict.seconds > 0 and (verdict.verdict == "go" or verdict.verdict == "park" and attempt.slot is None):
+            measures.waits.append((account, verdict.seconds))
+        if verdict.verdict == "park":
+            # Back a little early: the re-published task may queue behind others before it runs.
+            return Park(verdict.seconds - MAX_HOLD_SECONDS)
+        allowance = PARKED_LATE_SECONDS if verdict.verdict == "slot" else self._late_allowance(account)
+        return self._send_on_slot(req, attempt, task_id, account, asked + verdict.seconds, allowance, measures,
+                                  gated=asked)
+
+    def _send_while_paused(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None,
+                           measures: Measures) -> Done | RetryIn | Park:
+        """The slow way, one store at a time: the account to send through (a probe of this host's
+        pause, the fallback, or none), then the number's throttle and the account's rate limit."""
+        account_or_outcome = self._usable_account(req, attempt, task_id)
+        if not isinstance(account_or_outcome, str):
+            return account_or_outcome
+        account = account_or_outcome
+        retry_after = self.throttle.acquire(req.mobile, req.request_id)
+        if retry_after > 0:
+            return self._throttled(req, attempt, task_id, retry_after)
+        at = self._reserve(req, attempt, account, measures)
+        if not isinstance(at, float):
+            return at
+        return self._send_on_slot(req, attempt, task_id, account, at, self._late_allowance(account), measures,
+                                  gated=time.monotonic())
 
     def _send_on_slot(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str,
-                      at: float, allowance: float, measures: Measures) -> Done | RetryIn | Park:
-        """Wait for the slot at ``at`` (epoch), claim the request, Submit. A slot missed by more than
-        :meth:`_late_allowance` once claimed is traded for a new one, to wait for or park until:
-        late sends would burst past the account's rate together (the number's throttle was taken).
-        Only once: on a loaded worker every thread wakes late, and trading again and again burnt
-        the account's slots faster than they were used (a 1,000-task run waited 30 s per retry)."""
+                      at: float, allowance: float, measures: Measures, *, gated: float) -> Done | RetryIn | Park:
+        """Wait for the slot at ``at`` (monotonic), then Submit. A slot missed by more than
+        ``allowance`` is traded for a new one, to wait for or park until: late sends would burst
+        past the account's rate together (the number's throttle was taken). Only once: on a loaded
+        worker every thread wakes late, and trading again and again burnt the account's slots
+        faster than they were used (a 1,000-task run waited 30 s per retry).
+
+        The request is claimed again first only when its record may have changed since the gate
+        (``gated``): a trade, or a wait longer than CLAIM_AFTER_SECONDS."""
         traded = False
         while True:
-            time.sleep(min(MAX_HOLD_SECONDS * 2, max(0.0, at - time.time())))
+            time.sleep(max(0.0, at - time.monotonic()))
+            if traded or time.monotonic() - at <= allowance:
+                break
+            at_or_outcome = self._reserve(req, attempt, account, measures)
+            if not isinstance(at_or_outcome, float):
+                return at_or_outcome
+            at, traded = at_or_outcome, True
+        remaining = attempt.deadline - attempt.now - (time.monotonic() - gated)
+        if traded or time.monotonic() - gated > CLAIM_AFTER_SECONDS:
             claim = self.idempotency.claim(req.request_id, attempt)
-            if claim.state != "go":
+            if claim.state == "lost":
                 self.throttle.release(req.mobile, req.request_id)
-                if claim.state == "lost":
-                    return RetryIn(BUSY_POLL_SECONDS, "another attempt took this request over")
-                return self._finish(req, make_result(req, "expired", attempt.attempts - 1, account=account))
-            if traded or time.time() - at <= allowance:
-                return self._submit(req, attempt, task_id, account, claim, measures)
-            gate = self._reserve(req, attempt, account, measures)
-            if not isinstance(gate, float):
-                return gate
-            at, traded = gate, True
+                return RetryIn(BUSY_POLL_SECONDS, "another attempt took this request over")
+            remaining = claim.remaining if claim.state == "go" else 0.0
+        if remaining <= 0:
+            self.throttle.release(req.mobile, req.request_id)
+            return self._finish(req, attempt, make_result(req, "expired", attempt.attempts - 1, account=account))
+        return self._submit(req, attempt, task_id, account, remaining, measures)
 
     def _late_allowance(self, account: str) -> float:
         """How late a Submit may use its slot: see MIN_LATE_SECONDS."""
@@ -261,39 +311,32 @@ class Sender:
         self.idempotency.release(req.request_id, attempt, sent=False)
         return RetryIn(HAND_BACK_DELAY, f"account {refusal.account} is paused on this host ({self.host})", refusal)
 
-    def _pass_limits(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str,
-                     measures: Measures) -> Done | Park | float:
-        """Per-number throttle, then the account's rate limit: the time of the slot to send on (as :meth:`_reserve`)."""
-        retry_after = self.throttle.acquire(req.mobile, req.request_id)
-        if retry_after > 0:
-            return self._dead_letter(req, attempt, task_id, "throttled", None, "",
-                                     f"number called too often; retry after {retry_after:.0f} s", submitted=False)
-        return self._reserve(req, attempt, account, measures)
+    def _throttled(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, retry_after: float) -> Done:
+        return self._dead_letter(req, attempt, task_id, "throttled", None, "",
+                                 f"number called too often; retry after {retry_after:.0f} s", submitted=False)
 
     def _reserve(self, req: VoiceCodeRequest, attempt: Attempt, account: str, measures: Measures) -> Done | Park | float:
-        """The account's rate limit: the time (epoch) of a slot at most MAX_HOLD_SECONDS away, to
+        """The account's rate limit: the time (monotonic) of a slot at most MAX_HOLD_SECONDS away, to
         wait for in this thread; Park to come back for a later one; Done if none is left in the TTL."""
-        # The slot is the wait from when it was asked for: a reply read late (a busy worker) does not move it.
-        asked = time.time()
+        asked = time.monotonic()
         reservation = self.limiter.reserve(account, self.settings.accounts[account].rate,
                                            max_wait=attempt.deadline - attempt.now)
         if reservation.granted and reservation.wait > 0:
             measures.waits.append((account, reservation.wait))
         if not reservation.granted:
             self.throttle.release(req.mobile, req.request_id)
-            return self._finish(req, make_result(req, "expired", attempt.attempts - 1, account=account,
-                                                 reason="rate_limited_past_ttl"))
+            return self._finish(req, attempt, make_result(req, "expired", attempt.attempts - 1, account=account,
+                                                          reason="rate_limited_past_ttl"))
         if reservation.wait > MAX_HOLD_SECONDS:
-            self.idempotency.release(req.request_id, attempt, sent=False, slot=Slot(account, asked + reservation.wait))
-            # Back a little early: the re-published task may queue behind others before it runs.
+            self.idempotency.release(req.request_id, attempt, sent=False, slot=(account, reservation.wait))
             return Park(reservation.wait - MAX_HOLD_SECONDS)
         return asked + reservation.wait
 
-    def _submit(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str, claim: Claim,
+    def _submit(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str, remaining: float,
                 measures: Measures) -> Done | RetryIn:
-        """The Submit itself, on a claimed request, and what its outcome calls for."""
+        """The Submit itself, ``remaining`` seconds before the deadline, and what its outcome calls for."""
         try:
-            reply = self._timed_submit(req, account, claim.remaining, measures)
+            reply = self._timed_submit(req, account, remaining, measures)
         except TransientError as exc:
             return self._after_transient(req, attempt, exc, task_id)
         except PermanentError as exc:
@@ -302,9 +345,8 @@ class Sender:
             log.error("ihuyi Submit for request %s failed unexpectedly (%s)", req.request_id, type(exc).__name__)
             return self._after_transient(req, attempt, TransientError(f"ihuyi Submit failed ({type(exc).__name__})"),
                                          task_id)
-        result = make_result(req, "submitted", attempt.attempts, code=reply.code, voiceid=reply.voiceid,
-                             account=account)
-        return self._finish_submitted(req, result, attempt)
+        return self._finish(req, attempt, make_result(req, "submitted", attempt.attempts, code=reply.code,
+                                                      voiceid=reply.voiceid, account=account))
 
     def _timed_submit(self, req: VoiceCodeRequest, account: str, timeout: float, measures: Measures) -> SubmitReply:
         """The Submit call, its duration measured whatever it ends in."""
@@ -354,25 +396,6 @@ class Sender:
         return (f"clock skew on host {self.host} by {abs(skew):.0f} s ({'ahead of' if skew > 0 else 'behind'} "
                 f"{against}; the state Redis's clock differs by {redis_skew:+.0f} s)")
 
-    def _finish_submitted(self, req: VoiceCodeRequest, result: dict[str, Any], attempt: Attempt) -> Done:
-        """Record a Submit ihuyi accepted, holding on while the shared state is unreachable.
-
-        Giving up would retry the task, and the retry would call the person again once the
-        lease ran out. So keep trying until the code's deadline: past it, a retry can only
-        answer ``expired`` and never Submit again.
-        """
-        give_up_at = time.time() + max(1.0, attempt.deadline - attempt.now)
-        for retry in itertools.count(1):
-            try:
-                return self._finish(req, result)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if time.time() >= give_up_at:
-                    raise
-                delay = RECORD_SUBMITTED.delay(retry)
-                log.warning("request %s submitted but not recorded yet (%s); trying again in %.1f s",
-                            req.request_id, type(exc).__name__, delay)
-                time.sleep(delay)
-
     def _after_transient(self, req: VoiceCodeRequest, attempt: Attempt, exc: TransientError, task_id: str | None) -> Done | RetryIn:
         if not exc.sent:  # ihuyi cannot have called the person: the number's quota is given back
             self.throttle.release(req.mobile, req.request_id)
@@ -396,12 +419,55 @@ class Sender:
         replay = {"mobile": req.mobile, "code": req.code, "account": req.account,
                   "request_id": req.request_id, "ttl": req.ttl}
         self.dead_letters.add(letter, replay, payload_expires_at=time.time() + (attempt.deadline - attempt.now))
-        return self._finish(req, make_result(req, status, attempts, code=code, account=account,
-                                             reason=reason, dead_letter=letter.id))
+        return self._finish(req, attempt, make_result(req, status, attempts, code=code, account=account,
+                                                      reason=reason, dead_letter=letter.id))
 
-    def _finish(self, req: VoiceCodeRequest, result: dict[str, Any]) -> Done:
-        accepted = self.idempotency.finish(req.request_id, result)
-        return Done(result if accepted is None else {**accepted, "status": "duplicate"})
+    @staticmethod
+    def _finish(req: VoiceCodeRequest, attempt: Attempt, result: dict[str, Any]) -> Done:
+        """``result`` final, to be stored (by :meth:`_store`), held on to until the code's deadline."""
+        return Done(result, store=True, hold=max(1.0, attempt.deadline - attempt.now))
+
+    def _store(self, req: VoiceCodeRequest, outcome: Done, measures: Measures) -> Done:
+        """Write a final result to the request's record, with the delivery's metrics, in one round trip.
+
+        A Submit ihuyi accepted is held on to while the shared state is unreachable: giving up
+        would retry the task, and the retry would call the person again once the lease ran
+        out. So it keeps trying until the code's deadline: past it, a retry can only answer
+        ``expired`` and never Submit again. An accepted Submit already in the record stays: the
+        answer is then that, as a duplicate.
+        """
+        give_up_at = time.monotonic() + outcome.hold
+        for retry in itertools.count(1):
+            try:
+                kept = self._write(req, outcome.result, measures)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if outcome.status != "submitted" or time.monotonic() >= give_up_at:
+                    raise
+                delay = RECORD_SUBMITTED.delay(retry)
+                log.warning("request %s submitted but not recorded yet (%s); trying again in %.1f s",
+                            req.request_id, type(exc).__name__, delay)
+                time.sleep(delay)
+        return Done(outcome.result if kept is None else {**kept, "status": "duplicate"}, outcome.refusal)
+
+    def _write(self, req: VoiceCodeRequest, result: dict[str, Any], measures: Measures) -> dict[str, Any] | None:
+        """The finish and the metrics on one pipeline; the accepted Submit the finish kept, if any.
+
+        The metrics count the outcome this delivery reached, also in the rare case that the
+        record already held an accepted Submit (an attempt that lost its lease)."""
+        pipe = self.metrics.pipeline()
+        self.idempotency.queue_finish(pipe, req.request_id, result)
+        self._count(pipe, measures, result)
+        replies = pipe.execute(raise_on_error=False)
+        finished = replies[0]
+        if isinstance(finished, redis.exceptions.NoScriptError):  # a restarted Redis: the finish loads it
+            return self.idempotency.finish(req.request_id, result)
+        if isinstance(finished, Exception):
+            raise finished
+        if any(isinstance(reply, Exception) for reply in replies[1:]):
+            log.warning("metrics of a send not recorded (%s)",
+                        next(type(r).__name__ for r in replies[1:] if isinstance(r, Exception)))
+        return self.idempotency.finished(finished)
 
     def reject_invalid(self, mobile: object, error: InvalidPayload, *, task_id: str | None, request_id: object) -> Done:
         """Dead-letter a payload the worker cannot accept (nothing to replay: it would fail again)."""
@@ -417,19 +483,21 @@ class Sender:
         return done
 
     def _record(self, measures: Measures, result: dict[str, Any] | None) -> None:
-        """Count one delivery pool-wide, in one round trip: its Submit latencies, its rate-limit waits
-        and, once per final ``result``, the outcome. A failure is logged, never raised: the send is done."""
+        """Count a delivery that stores no result, in one round trip: its Submit latencies, its
+        rate-limit waits and, for a final ``result``, the outcome. A failure is logged, never raised."""
         if result is None and not (measures.submits or measures.waits):
             return
         try:
             pipe = self.metrics.pipeline()
-            for account, seconds in measures.submits:
-                self.metrics.observe_submit(account, seconds, pipe=pipe)
-            for account, seconds in measures.waits:
-                self.metrics.record_rate_limit_wait(account, seconds, pipe=pipe)
-            if result is not None:
-                self.metrics.record_outcome(result.get("account") or "", outcome_of(result), result.get("code"),
-                                            pipe=pipe)
+            self._count(pipe, measures, result)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("metrics of a send not recorded (%s)", type(exc).__name__)
+
+    def _count(self, pipe: redis.client.Pipeline, measures: Measures, result: dict[str, Any] | None) -> None:
+        for account, seconds in measures.submits:
+            self.metrics.observe_submit(account, seconds, pipe=pipe)
+        for account, seconds in measures.waits:
+            self.metrics.record_rate_limit_wait(account, seconds, pipe=pipe)
+        if result is not None:
+            self.metrics.record_outcome(result.get("account") or "", outcome_of(result), result.get("code"), pipe=pipe)

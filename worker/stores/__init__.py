@@ -13,6 +13,7 @@ from config import Settings
 from worker.stores.accounts import AccountStates
 from worker.stores.connection import connect_state, resolve_urls
 from worker.stores.deadletters import DeadLetterStore
+from worker.stores.gate import SendGate
 from worker.stores.heartbeats import PROCESS, Heartbeat
 from worker.stores.idempotency import IdempotencyStore
 from worker.stores.parking import ParkingLot
@@ -40,6 +41,7 @@ class Stores:
     throttle: MobileThrottle
     limiter: RateLimiter
     parking: ParkingLot
+    gate: SendGate
 
     @classmethod
     def connect(cls, settings: Settings, heartbeat: Heartbeat | None = None) -> Stores:
@@ -49,14 +51,20 @@ class Stores:
         from its first lease on, so that a lease dies with its holder (worker/stores/heartbeats.py).
         """
         client = connect_state(resolve_urls(settings).state)
+        idempotency = IdempotencyStore(client, lease_seconds=lease_seconds(settings), heartbeat=heartbeat)
+        accounts = AccountStates(client)
+        throttle = MobileThrottle(client, settings.mobile_throttle)
+        limiter = RateLimiter(client)
         return cls(
             redis=client,
-            idempotency=IdempotencyStore(client, lease_seconds=lease_seconds(settings), heartbeat=heartbeat),
+            idempotency=idempotency,
             dead_letters=DeadLetterStore(client),
-            accounts=AccountStates(client),
-            throttle=MobileThrottle(client, settings.mobile_throttle),
-            limiter=RateLimiter(client),
+            accounts=accounts,
+            throttle=throttle,
+            limiter=limiter,
             parking=ParkingLot(client),
+            gate=SendGate(client, idempotency=idempotency, accounts=accounts, throttle=throttle, limiter=limiter,
+                          configured=settings.accounts),
         )
 
     @classmethod

@@ -82,47 +82,51 @@ class AccountStates:
         self._claim_probe = scripts.register(client, "accounts_claim_probe")
         self.prefix = prefix
 
+    def key(self, account: str) -> str:
+        """The hash of ``account``."""
+        return self.prefix + account
+
     def pause(self, account: str, code: int, msg: str, host: str | None = None) -> bool:
         """Pause ``account`` for the pool, or on ``host`` only; True when this call paused it,
         False if it already was (there)."""
-        return bool(self._pause(keys=[self.prefix + account], args=[code, msg, _suffix(host)]))
+        return bool(self._pause(keys=[self.key(account)], args=[code, msg, _suffix(host)]))
 
     def resume(self, account: str, host: str | None = None) -> bool:
         """Let ``account`` send again from the pool (or from ``host``); True when it was paused there."""
-        return self._redis.hdel(self.prefix + account, *_fields(host)) > 0
+        return self._redis.hdel(self.key(account), *_fields(host)) > 0
 
     def resume_everywhere(self, account: str) -> bool:
         """End the pool's pause and every host's (an operator's resume); True when there was one."""
-        paused = [f for f in self._redis.hkeys(self.prefix + account) if f.startswith(b"paused_")]
-        return bool(paused) and self._redis.hdel(self.prefix + account, *paused) > 0
+        paused = [f for f in self._redis.hkeys(self.key(account)) if f.startswith(b"paused_")]
+        return bool(paused) and self._redis.hdel(self.key(account), *paused) > 0
 
     def paused(self, account: str, host: str | None = None) -> Pause | None:
         """The pause that stops ``account`` sending from ``host``: the pool's, else that host's
         (with ``host`` None, the pool's only); None when it may send. One round trip: asked
         before every Submit."""
-        values = self._redis.hmget(self.prefix + account, _PAUSE_FIELDS + tuple(_fields(host) if host else ()))
+        values = self._redis.hmget(self.key(account), _PAUSE_FIELDS + tuple(_fields(host) if host else ()))
         return _pause(*values[:3]) or (_pause(*values[3:], host=host) if host else None)
 
     def claim_probe(self, account: str, host: str, every: float) -> bool:
         """True for one caller per ``every`` seconds once ``host``'s pause of ``account`` is that
         old: that caller probes it (from ``host``), the others go on treating it as paused."""
-        return bool(self._claim_probe(keys=[self.prefix + account, f"{self.prefix}{account}:probe{_suffix(host)}"],
+        return bool(self._claim_probe(keys=[self.key(account), f"{self.prefix}{account}:probe{_suffix(host)}"],
                                       args=[_suffix(host), repr(float(every))]))
 
     def record_code(self, account: str, code: int) -> None:
         """Remember the last ihuyi reply code seen for ``account``."""
-        self._redis.hset(self.prefix + account, "last_code", code)
+        self._redis.hset(self.key(account), "last_code", code)
 
     def record_balance(self, account: str, balance: int) -> None:
         """Remember the account's balance from GetNum, stamped with the Redis server's time."""
-        self._balance(keys=[self.prefix + account], args=[balance])
+        self._balance(keys=[self.key(account)], args=[balance])
 
     def snapshot(self, names: Iterable[str]) -> list[AccountState]:
         """The state of each named account, in order, in one round trip."""
         names = list(names)
         pipe = self._redis.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(self.prefix + name)
+            pipe.hgetall(self.key(name))
         states = []
         for name, raw in zip(names, pipe.execute()):
             fields = {_text(k): _text(v) for k, v in raw.items()}

@@ -37,7 +37,7 @@ KEY_PREFIX = "voicecode:request:"
 
 @dataclass(frozen=True)
 class Slot:
-    """A rate-limit slot on ``account`` reserved for ``at`` (epoch) before the task was parked."""
+    """A rate-limit slot on ``account`` reserved for ``at`` (the Redis server's clock) before the task was parked."""
 
     account: str
     at: float
@@ -85,24 +85,34 @@ class IdempotencyStore:
         self.lease_seconds = lease_seconds
         self.keep_seconds = keep_seconds
 
+    def key(self, request_id: str) -> str:
+        """The record of ``request_id``."""
+        return KEY_PREFIX + request_id
+
     def begin(self, request_id: str, ttl: int, enqueued_at: float | None = None) -> Attempt:
+        args, token = self.begin_args(ttl, enqueued_at)
+        return self.attempt_of([_text(r) for r in self._begin(keys=[self.key(request_id)], args=args)], token)
+
+    def begin_args(self, ttl: int, enqueued_at: float | None) -> tuple[list[object], str]:
+        """The arguments of ``idempotency_begin`` (idempotency_lib.lua) for a new attempt, and its token."""
         keep = max(self.keep_seconds, ttl)
         token = secrets.token_hex(8)
         # Only a process that leases keeps a heartbeat here: producers and the CLI never do.
         holder = self._heartbeat.keep_on(self._redis) if self._heartbeat else ""
         beat_ms = int(self._heartbeat.ttl * 1000) if self._heartbeat else 0
-        reply = [_text(r) for r in self._begin(
-            keys=[KEY_PREFIX + request_id],
-            args=[ttl, "" if enqueued_at is None else repr(float(enqueued_at)), self.lease_seconds, keep, token,
-                  holder, HEARTBEAT_PREFIX, beat_ms],
-        )]
+        return [ttl, "" if enqueued_at is None else repr(float(enqueued_at)), self.lease_seconds, keep, token,
+                holder, HEARTBEAT_PREFIX, beat_ms], token
+
+    @staticmethod
+    def attempt_of(reply: list[str], token: str) -> Attempt:
+        """The :class:`Attempt` a begin's ``reply`` (decoded) stands for; ``token`` is the one it was asked with."""
         state = reply[0]
         if state == "done":
             return Attempt("done", result=json.loads(reply[1]))
         if state == "busy":
             return Attempt("busy", wait=float(reply[1]))
         now, deadline, attempts, first, last = reply[1:6]
-        slot_account, slot_at = reply[6:8] if state == "go" else ("", "")
+        slot_account, slot_at = reply[6:8] if state == "go" and len(reply) >= 8 else ("", "")
         return Attempt(
             state, float(now), float(deadline), int(attempts),
             float(first) if first else None, float(last) if last else None,
@@ -112,7 +122,7 @@ class IdempotencyStore:
 
     def claim(self, request_id: str, attempt: Attempt) -> Claim:
         """Right before a Submit: still ours and not past the deadline? Renews the lease if so."""
-        reply = [_text(r) for r in self._claim(keys=[KEY_PREFIX + request_id],
+        reply = [_text(r) for r in self._claim(keys=[self.key(request_id)],
                                               args=[attempt.token, self.lease_seconds])]
         return Claim(reply[0], float(reply[1]) if reply[0] == "go" else 0.0)
 
@@ -121,20 +131,35 @@ class IdempotencyStore:
 
         Returns None, or the stored result of an accepted Submit that ``result`` would have replaced.
         """
-        kept = self._finish(keys=[KEY_PREFIX + request_id], args=[result["status"], json.dumps(result)])
+        return self.finished(self._finish(keys=[self.key(request_id)], args=self._finish_args(result)))
+
+    def queue_finish(self, pipe: redis.client.Pipeline, request_id: str, result: dict[str, Any]) -> None:
+        """:meth:`finish` queued on ``pipe`` (see ``scripts.queue``); its reply goes to :meth:`finished`."""
+        scripts.queue(pipe, self._finish, [self.key(request_id)], self._finish_args(result))
+
+    def load_scripts(self) -> None:
+        """Load the scripts queued by hash (after a ``NOSCRIPT``)."""
+        scripts.load(self._finish)
+
+    @staticmethod
+    def finished(kept: bytes | str | None) -> dict[str, Any] | None:
+        """What a finish's reply says: None, or the accepted Submit's result it kept."""
         return None if kept is None else json.loads(kept)
 
-    def release(self, request_id: str, attempt: Attempt, *, sent: bool, slot: Slot | None = None) -> bool:
+    @staticmethod
+    def _finish_args(result: dict[str, Any]) -> list[str]:
+        return [result["status"], json.dumps(result)]
+
+    def release(self, request_id: str, attempt: Attempt, *, sent: bool, slot: tuple[str, float] | None = None) -> bool:
         """Give the lease back so a retry may go; False if this attempt no longer held it.
 
-        An attempt that cannot have reached ihuyi (``sent`` False) is not counted; ``slot`` is
-        left for the parked copy of the task.
+        An attempt that cannot have reached ihuyi (``sent`` False) is not counted; ``slot``
+        (account, seconds from now) is left for the parked copy of the task.
         """
-        return bool(self._release(
-            keys=[KEY_PREFIX + request_id],
-            args=[attempt.token, "1" if sent else "0", slot.account if slot else "", repr(slot.at) if slot else ""],
-        ))
+        account, seconds = slot or ("", 0.0)
+        return bool(self._release(keys=[self.key(request_id)],
+                                  args=[attempt.token, "1" if sent else "0", account, repr(float(seconds))]))
 
     def forget(self, request_id: str) -> None:
         """Drop a finished request's outcome (not its deadline), so a replay may send it."""
-        self._redis.hdel(KEY_PREFIX + request_id, "status", "result", "lease", "owner", "holder")
+        self._redis.hdel(self.key(request_id), "status", "result", "lease", "owner", "holder")

@@ -44,9 +44,15 @@ class RateLimiter:
         A caller that cannot wait passes ``max_wait=0``; a task passes the time left before
         its code expires, so a slot it is given never lies past its TTL.
         """
-        interval = rate.period / rate.limit
-        granted, wait = self._reserve(
-            keys=[self.prefix + account],
-            args=[repr(interval), repr((rate.burst - 1) * interval), repr(float(max_wait))],
-        )
+        granted, wait = self._reserve(keys=[self.key(account)], args=[*self.args(rate), repr(float(max_wait))])
         return Reservation(bool(granted), float(wait))
+
+    def key(self, account: str) -> str:
+        """The key of ``account``'s theoretical arrival time."""
+        return self.prefix + account
+
+    @staticmethod
+    def args(rate: Rate) -> list[str]:
+        """``rate`` as the scripts take it: the emission interval and the tolerance, in seconds."""
+        interval = rate.period / rate.limit
+        return [repr(interval), repr((rate.burst - 1) * interval)]

@@ -48,7 +48,8 @@ class MobileThrottle:
         self._block = scripts.register(client, "throttle_block")
         self.windows = tuple(windows)
         self.prefix = prefix
-        self._window_args = [str(v) for w in self.windows for v in (w.limit, w.seconds)]
+        #: The windows as the scripts take them: limit, seconds, limit, seconds, ...
+        self.window_args = [str(v) for w in self.windows for v in (w.limit, w.seconds)]
 
     def retry_after(self, mobile: str) -> float:
         """Seconds until a call to ``mobile`` would be allowed (0.0: now), a block included. Records nothing.
@@ -79,10 +80,19 @@ class MobileThrottle:
         if self.windows:
             self._redis.zrem(number_key(self.prefix, mobile), _member(request_id))
 
-    def _run(self, mobile: str, *, record: bool, member: str = "") -> float:
+    def keys(self, mobile: str) -> tuple[str, str]:
+        """The keys of ``mobile``'s log and block."""
         key = number_key(self.prefix, mobile)
+        return key, block_key(key)
+
+    @staticmethod
+    def member(request_id: str | None) -> str:
+        """The entry of ``request_id`` in a number's log."""
+        return _member(request_id)
+
+    def _run(self, mobile: str, *, record: bool, member: str = "") -> float:
         reply = self._check(
-            keys=[key, block_key(key)],
-            args=["1" if record else "0", member or secrets.token_hex(8), *self._window_args],
+            keys=list(self.keys(mobile)),
+            args=["1" if record else "0", member or secrets.token_hex(8), *self.window_args],
         )
         return float(reply)

@@ -95,6 +95,9 @@ def test_a_task_parked_for_its_slot_finds_it_in_the_record(sender, fresh_sandbox
     mobile = unique_mobile("138")
     parked = sender.send(request(mobile, account="slow"), task_id="t-1")
     assert isinstance(parked, Park) and submits(fresh_sandbox, mobile) == []
+    early = sender.send(request(mobile, account="slow"), task_id="t-1")  # back before its time: parked again
+    assert isinstance(early, Park) and early.seconds < parked.seconds and submits(fresh_sandbox, mobile) == []
+    time.sleep(early.seconds)  # the parking lot's delay
     back = sender.send(request(mobile, account="slow"), task_id="t-1")  # the parked copy, on its slot
     assert isinstance(back, Done) and back.status == "submitted" and back.result["attempts"] == 1
 
@@ -234,11 +237,25 @@ def test_each_delivery_counts_in_one_round_trip(sender, fresh_sandbox, monkeypat
     assert isinstance(sender.send(request(mobile), task_id="t-1"), RetryIn)
     assert sender.send(request(mobile), task_id="t-1").status == "submitted"
     assert sender.send(request(mobile), task_id="t-1").status == "duplicate"
-    # MULTI, the Submit's two fields; then MULTI, the Submit's two, the outcome; then the outcome.
-    assert executes == [2, 3, 1]
+    # The Submit's two fields; then the finish, the Submit's two, the outcome; then the outcome.
+    assert executes == [2, 4, 1]
     snapshot = sender.metrics.snapshot()
     assert snapshot.outcomes == {("default", "submitted", "2"): 1, ("default", "duplicate", "2"): 1}
     assert snapshot.submit["default"].count == 2
+
+
+def test_a_send_is_one_round_trip_before_the_submit_and_one_after(sender, fresh_sandbox, monkeypatch):
+    sender.send(request(unique_mobile("138"), "warm-up"), task_id="t-0")  # the scripts loaded
+    events = []
+    send_packed = redis.connection.AbstractConnection.send_packed_command
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",
+                        lambda conn, *a, **kw: (events.append("redis"), send_packed(conn, *a, **kw))[1])
+    submit = sender.clients["default"].submit
+    monkeypatch.setattr(sender.clients["default"], "submit", lambda *a, **kw: (events.append("Submit"), submit(*a, **kw))[1])
+    outcome = sender.send(request(unique_mobile("138")), task_id="t-1")
+    assert outcome.status == "submitted"
+    assert events == ["redis", "Submit", "redis"]
+    assert sender.idempotency.begin("r-1", 60).state == "done"  # the record was written in that last one
 
 
 def test_rate_limit_waits_are_counted(sender, fresh_sandbox):

@@ -10,7 +10,7 @@ import redis
 from tests.conftest import require_servers
 from tests.support import wait_for
 from worker.stores.heartbeats import Heartbeat
-from worker.stores.idempotency import KEY_PREFIX, IdempotencyStore, Slot
+from worker.stores.idempotency import KEY_PREFIX, IdempotencyStore
 
 RID = "login:42"
 
@@ -91,9 +91,10 @@ def test_an_attempt_that_sent_nothing_is_not_counted(redis_db):
 def test_a_parked_slot_is_found_by_the_next_attempt_only(redis_db):
     requests = store(redis_db)
     attempt = requests.begin(RID, 300)
-    requests.release(RID, attempt, sent=False, slot=Slot("default", 1234.5))
+    requests.release(RID, attempt, sent=False, slot=("default", 5.0))
     again = requests.begin(RID, 300)
-    assert again.slot == Slot("default", 1234.5)
+    assert again.slot is not None and again.slot.account == "default"
+    assert again.slot.at == pytest.approx(again.now + 5.0, abs=0.5)  # on the Redis server's clock
     requests.release(RID, again, sent=False)
     assert requests.begin(RID, 300).slot is None
 
