@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -31,6 +30,7 @@ import redis
 from celery import Celery
 
 from bench.harness import Report, percentile, rss_mb, wait_until
+from config.settings import load_settings
 from ihuyi.sandbox import Sandbox
 from tests.support import ROOT, base_env
 from worker.broker.routing import queue_for
@@ -132,13 +132,10 @@ def procfile_worker() -> str:
     return line.split(":", 1)[1].strip()
 
 
-def procfile_pool(env: dict[str, str]) -> tuple[str, str]:
-    """The pool and concurrency the Procfile's worker line resolves to under ``env``."""
-    line = procfile_worker()
-    pool = re.search(r"--pool\s+(\S+)", line).group(1)
-    conc = re.search(r"--concurrency\s+(\S+)", line).group(1)
-    out = subprocess.run(["sh", "-c", f"echo {pool} {conc}"], env=env, capture_output=True, text=True).stdout.split()
-    return out[0], out[1]
+def worker_pool(env: dict[str, str]) -> tuple[str, int]:
+    """The pool and concurrency a worker started with ``env`` runs (WORKER_POOL, WORKER_CONCURRENCY)."""
+    settings = load_settings(env)
+    return settings.worker_pool, settings.worker_concurrency
 
 
 @dataclass
@@ -301,7 +298,7 @@ def throughput(report: Report, broker: str) -> None:
     tasks = n_tasks()
     name = f"throughput/{broker}"
     with perf_stack(broker) as (env_, sandbox, run):
-        pool, conc = procfile_pool(run.env)
+        pool, conc = worker_pool(run.env)
         rate, done, procs = _ours_run(env_, sandbox, run, tasks)
         ours_cpu = (procs[0].cpu_seconds() - procs[0].cpu_at_ready) * 1000 / max(done, 1)
         submits = len(sandbox.calls("Submit"))

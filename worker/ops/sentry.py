@@ -31,8 +31,14 @@ from collections.abc import Iterable
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations.argv import ArgvIntegration
+from sentry_sdk.integrations.atexit import AtexitIntegration
 from sentry_sdk.integrations.celery import CeleryIntegration
+from sentry_sdk.integrations.dedupe import DedupeIntegration
+from sentry_sdk.integrations.excepthook import ExcepthookIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.integrations.modules import ModulesIntegration
+from sentry_sdk.integrations.stdlib import StdlibIntegration
 from sentry_sdk.transport import HttpTransport
 
 from config import Settings
@@ -132,17 +138,25 @@ def init_sentry(settings: Settings, process: str) -> bool:
         before_send_log=scrubber.event,
         transport=ShortTimeoutTransport,
         shutdown_timeout=2,
-        # Only the integrations below and the SDK's defaults. The auto-enabled ones (Redis
-        # above all) added a span and a breadcrumb to every Redis command: a fifth more worker
-        # time per task, and key names in every event.
+        # Only the integrations below. The auto-enabled ones (Redis above all) added a span
+        # and a breadcrumb to every Redis command: a fifth more worker time per task, and key
+        # names in every event. Of the SDK's defaults, threading is left out: it copied the
+        # scope into every task handed to the pool, which the Celery integration then
+        # replaced with the task's own.
         auto_enabling_integrations=False,
+        default_integrations=False,
         integrations=[
+            ArgvIntegration(), AtexitIntegration(), DedupeIntegration(), ExcepthookIntegration(),
+            ModulesIntegration(),
+            # The Submit span of sampled transactions, and an HTTP breadcrumb for error events.
+            StdlibIntegration(),
             # Crons for every beat entry on a whole-minute schedule, but check_balance, which
             # checks in itself (tasks/balance.py) whatever its interval in seconds.
             CeleryIntegration(monitor_beat_tasks=True, exclude_beat_tasks=[BALANCE_MONITOR]),
             # Errors become events; Sentry logs get WARNING and up (the outcome lines are
-            # sent directly), not every INFO line Celery writes.
-            LoggingIntegration(level=logging.INFO, event_level=logging.ERROR, sentry_logs_level=logging.WARNING),
+            # sent directly), not every INFO line Celery writes, and so do breadcrumbs: two
+            # INFO lines per task made two breadcrumbs per task, read only with an error.
+            LoggingIntegration(level=logging.WARNING, event_level=logging.ERROR, sentry_logs_level=logging.WARNING),
         ],
     )
     sentry_sdk.get_global_scope().set_tag("process", process)
