@@ -27,7 +27,7 @@ from ihuyi.codes import CODES, Outcome, Scope, classify
 from ihuyi.exceptions import IhuyiError, PermanentError, TransientError
 from ihuyi.replies import parse_reply
 from ihuyi.sandbox import MESSAGES
-from ihuyi.transport import DeadlineAdapter, shared_session
+from ihuyi.transport import DeadlineAdapter, new_session, shared_session
 
 APIID = "cf_demo"
 APIKEY = "secretkey"
@@ -777,6 +777,26 @@ def test_shared_session_is_pooled_per_process(monkeypatch: pytest.MonkeyPatch) -
     child = shared_session()
     assert child is not session
     assert shared_session() is child
+
+
+def test_the_environment_is_read_once_per_url_and_honoured(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.behaviour = respond(DOC_SUBMIT_OK)
+    reads = []
+    merge = requests.Session.merge_environment_settings
+    monkeypatch.setattr(requests.Session, "merge_environment_settings",
+                        lambda self, *args: (reads.append(args[0]), merge(self, *args))[1])
+    with new_session() as session:
+        client = IhuyiClient(server.url, APIID, APIKEY, session=session)
+        for _ in range(3):
+            client.submit(MOBILE, CONTENT)
+    assert len(reads) == 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed}")  # a proxy that is not there
+    with new_session() as session, pytest.raises(TransientError, match="ProxyError"):
+        IhuyiClient(server.url, APIID, APIKEY, session=session).submit(MOBILE, CONTENT)
 
 
 def test_client_without_a_session_uses_the_shared_one(server: Server) -> None:
