@@ -7,7 +7,7 @@ import platform
 import time
 from pathlib import Path
 
-from bench import limits, perf
+from bench import goals, limits, perf, recovery
 from bench.harness import Report, backend_available
 
 SCENARIOS = {
@@ -16,7 +16,9 @@ SCENARIOS = {
     "throughput": perf.throughput,
     "latency": perf.latency,
     "cost": perf.cost,
+    "sentry": perf.sentry,
     "scale": perf.scale,
+    "recovery": recovery.recovery,
 }
 
 
@@ -47,6 +49,8 @@ def main() -> None:
     info = machine()
     print(f"\nMachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}\n")
     print(report.table())
+    print("\nAgainst the performance goals (before: the figures the goals were set from):\n")
+    print(goals.table(report))
     report.write(args.out, info)
     print(f"\nwritten to {args.out}")
 

@@ -32,6 +32,7 @@ from celery import Celery
 from bench.harness import Report, percentile, rss_mb, wait_until
 from config.settings import load_settings
 from ihuyi.sandbox import Sandbox
+from tests.sentry_receiver import SentryReceiver
 from tests.support import ROOT, base_env
 from worker.broker.routing import queue_for
 
@@ -282,11 +283,12 @@ def drain(env_: Env, n: int, timeout: float) -> tuple[float, int]:
 
 # -- scenarios -------------------------------------------------------------------------------
 
-def _ours_run(env_: Env, sandbox: Sandbox, run: Run, tasks: int, workers: int = 1) -> tuple[float, int, list[Proc]]:
+def _ours_run(env_: Env, sandbox: Sandbox, run: Run, tasks: int, workers: int = 1,
+              extra_env: dict[str, str] | None = None) -> tuple[float, int, list[Proc]]:
     env_.reset()
     sandbox.reset()
     enqueue_ours(producer(env_), fresh_mobiles(tasks))
-    procs = [run.start(procfile_worker(), wait=False) for _ in range(workers)]
+    procs = [run.start(procfile_worker(), extra_env, wait=False) for _ in range(workers)]
     for proc in procs:
         run.wait_ready(proc)
     rate, done = drain(env_, tasks, timeout=tasks / 20 + 60)
@@ -329,6 +331,27 @@ def throughput(report: Report, broker: str) -> None:
         r_naive = rate / naive if naive else float("nan")
         report.add(name, "ours / ceiling", r_ceiling, ">= 0.6", r_ceiling >= 0.6)
         report.add(name, "ours / naive", r_naive, ">= 20", r_naive >= 20)
+
+
+def sentry(report: Report, broker: str, rounds: int = 3) -> None:
+    """Throughput with ``SENTRY_DSN`` set (a local receiver that answers) against without; best of ``rounds``."""
+    tasks = min(n_tasks(), 2000)
+    name = f"sentry/{broker}"
+    best: dict[str, tuple[float, float]] = {}
+    with SentryReceiver() as receiver, perf_stack(broker) as (env_, sandbox, run):
+        for _ in range(rounds):
+            for label, extra in (("without", {}), ("with", {"SENTRY_DSN": receiver.dsn})):
+                rate, done, procs = _ours_run(env_, sandbox, run, tasks, extra_env=extra)
+                cpu = (procs[0].cpu_seconds() - procs[0].cpu_at_ready) * 1000 / max(done, 1)
+                run.stop()
+                if done == tasks and rate > best.get(label, (0.0, 0.0))[0]:
+                    best[label] = (rate, cpu)
+        assert receiver.bodies, "the Sentry receiver got nothing"
+    for label in ("without", "with"):
+        rate, cpu = best.get(label, (float("nan"), float("nan")))
+        report.add(name, f"{label} SENTRY_DSN: tasks/s; worker CPU ms/task", f"{rate:.1f}; {cpu:.2f}")
+    ratio = best["with"][0] / best["without"][0] if len(best) == 2 else float("nan")
+    report.add(name, "with Sentry / without", ratio, ">= 0.9", ratio >= 0.9)
 
 
 def latency(report: Report, broker: str, tasks: int = 500, rate: float = 50.0) -> None:
