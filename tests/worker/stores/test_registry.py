@@ -1,11 +1,10 @@
-"""WorkerRegistry against the real Redis (database 5): announce, expiry, withdraw, union."""
+"""WorkerRegistry against the real Redis (the shared test database): announce, expiry, withdraw, union."""
 from __future__ import annotations
-
-import time
 
 import pytest
 import redis
 
+from tests.support import wait_for
 from worker.stores.registry import WorkerRegistry
 
 
@@ -18,14 +17,6 @@ def client(redis_db: redis.Redis) -> redis.Redis:
 @pytest.fixture
 def registry(client: redis.Redis) -> WorkerRegistry:
     return WorkerRegistry(client)
-
-
-def wait_for(condition, timeout: float = 5) -> None:
-    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def test_nothing_announced_serves_nothing(registry: WorkerRegistry) -> None:
@@ -48,7 +39,7 @@ def test_an_entry_expires_unless_announced_again(registry: WorkerRegistry) -> No
     registry.announce("short", ["backup"], ttl=0.3)
     registry.announce("long", ["default"], ttl=60)
     assert registry.accounts() == {"default", "backup"}
-    wait_for(lambda: registry.accounts() == {"default"})
+    wait_for(lambda: registry.accounts() == {"default"}, 5, what="the other announcement to expire")
 
 
 def test_announcing_refreshes_the_entry(client: redis.Redis, registry: WorkerRegistry) -> None:
@@ -62,7 +53,7 @@ def test_expired_entries_are_dropped_and_the_keys_expire_with_the_last(
     client: redis.Redis, registry: WorkerRegistry
 ) -> None:
     registry.announce("gone", ["backup"], ttl=0.2)
-    wait_for(lambda: registry.accounts() == set())
+    wait_for(lambda: registry.accounts() == set(), 5, what="the announcement to expire")
     registry.announce("w1", ["default"], ttl=30)
     assert client.zrange("voicecode:workers:expiries", 0, -1) == [b"w1"]
     assert list(client.hkeys("voicecode:workers:accounts")) == [b"w1"]
