@@ -588,9 +588,6 @@ RATE_BOUND = {"IHUYI_ACCOUNTS": json.dumps({**ACCOUNTS, "default": {**ACCOUNTS["
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="rate-bound sends regressed: 300 tasks at the account's limit take 10-12 s instead of 3-6 s, "
-                          "and 1.4-2.8x that with a hanging Sentry (parked tasks re-reserving their slots); "
-                          "open, see the performance issue", strict=False)
 def test_hanging_sentry_does_not_slow_sends():
     """A Sentry that accepts and never answers does not slow sends; none past its TTL.
 
