@@ -8,7 +8,9 @@ the worker-kill test lost 1 of 150 tasks (a known limit of kombu's Redis transpo
 Here the worker's event loop takes messages with a Lua script that moves them from the
 queues into ``unacked`` in one step, then delivers them. Redis scripts cannot block, so the
 worker polls: on every loop turn while messages come, every ``POLL_SECONDS`` when the queues
-are empty, every ``IDLE_POLL_SECONDS`` once they have been empty for a second.
+are empty, every ``IDLE_POLL_SECONDS`` once they have been empty for a second. Once a take
+finds the queues empty, a blocked wait on each queue's list (worker/broker/wake.py) turns the
+loop the moment a message lands, so a message need not wait for the next poll.
 The same step records which worker process took each message, and every
 ``RECOVER_SECONDS`` the loop gives the messages of workers whose heartbeat expired back to
 their queues (worker/broker/heartbeat.py): a killed worker's messages come back within
@@ -32,6 +34,7 @@ from kombu.utils.json import loads
 
 from worker.broker.envelope import check_redis_envelope
 from worker.broker.heartbeat import RECOVER_SECONDS, OwnerKeys, Recovery
+from worker.broker.wake import KIND as WAKE, ListWaiter
 from worker.stores import scripts
 from worker.stores.heartbeats import PROCESS, Heartbeat
 
@@ -85,6 +88,7 @@ class Channel(kombu_redis.Channel):
         self.owner_keys = OwnerKeys.of(self.unacked_key)
         self._on_client: tuple[Any, Recovery] | None = None  # the take and recovery scripts
         self._queue_of: dict[tuple[str, ...], dict[str, str]] = {}
+        self._waiters: dict[str, ListWaiter] = {}  # by queue
 
     def take(self, limit: int) -> int:
         """Move up to ``limit`` messages from the queues to ``unacked`` and deliver them."""
@@ -127,6 +131,33 @@ class Channel(kombu_redis.Channel):
             interval = IDLE_POLL_SECONDS if self.idle(now) else POLL_SECONDS
             # Less half the shorter period: the timer tick meant to look may come a little early.
             self.next_take = now + interval - POLL_SECONDS / 2
+            self._wait_for_messages()
+
+    def _wait_for_messages(self) -> None:
+        """Keep a wait out on each consumed queue's list (worker/broker/wake.py); drop those of others."""
+        for queue in set(self._waiters) - set(self.active_queues):
+            self._waiters.pop(queue).drop()
+        for queue in self.active_queues:
+            waiter = self._waiters.setdefault(queue, ListWaiter(self._q_for_pri(queue, 0)))
+            try:
+                waiter.arm(self, self.connection.cycle)
+            except self.connection_errors as exc:
+                log.debug("waiting on queue %s failed (%s); polling meanwhile", queue, exc)
+                waiter.drop()
+
+    def woken(self, kind: str) -> None:
+        """A wait answered: read it, and take at once."""
+        for waiter in self._waiters.values():
+            if waiter.kind == kind:
+                waiter.read()
+        self.next_take = 0.0
+        self.take_if_due()
+
+    def close(self) -> None:
+        for waiter in self._waiters.values():
+            waiter.drop()
+        self._waiters.clear()
+        super().close()
 
     def _lists_of(self, queues: tuple[str, ...]) -> dict[str, str]:
         """Each list of ``queues`` (one per priority, in take order) -> its queue; kept per queue order."""
@@ -176,6 +207,14 @@ class MultiChannelPoller(kombu_redis.MultiChannelPoller):
             if channel.active_fanout_queues:
                 self._register_LISTEN(channel)
             channel.take_if_due()
+
+    def on_readable(self, fileno: int) -> None:
+        channel_and_kind = self._fd_to_chan.get(fileno)
+        if channel_and_kind is not None and channel_and_kind[1].startswith(WAKE):
+            # Read whatever the prefetch allows: an unread answer would keep the socket readable.
+            channel_and_kind[0].woken(channel_and_kind[1])
+            return
+        super().on_readable(fileno)
 
     def recover_dead(self) -> None:
         """Called by the event loop every ``RECOVER_SECONDS``: one channel looks, for the whole broker."""

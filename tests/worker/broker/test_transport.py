@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import redis
 from kombu import Connection, Exchange, Queue
+from kombu.asynchronous import Hub
 
-from tests.support import unique_mobile
+from tests.support import unique_mobile, wait_for
 from tests.worker.broker.conftest import DB
 from worker.broker.heartbeat import OwnerKeys
 from worker.broker.transport import IDLE_AFTER_SECONDS, IDLE_POLL_SECONDS, POLL_SECONDS, Transport
@@ -148,6 +149,53 @@ def test_a_worker_slows_its_polling_once_idle(connection):
     assert not channel.idle(now) and connection.transport.cycle.wake_interval() == POLL_SECONDS
     channel.last_taken = now - IDLE_AFTER_SECONDS
     assert channel.idle(now) and connection.transport.cycle.wake_interval() == IDLE_POLL_SECONDS
+
+
+def on_event_loop(connection: Connection) -> Hub:
+    """``connection``'s transport on an event loop of its own, as in a worker."""
+    hub = Hub()
+    connection.transport.register_with_event_loop(connection.connection, hub)
+    return hub
+
+
+def waits(redis_db: redis.Redis) -> list[str]:
+    """The clients of the test database blocked in BLMOVE."""
+    return [c["cmd"] for c in redis_db.client_list() if c["cmd"] == "blmove" and c["db"] == str(DB)]
+
+
+def test_an_idle_worker_waits_on_each_queue_and_takes_the_moment_a_message_lands(connection, redis_db):
+    seen = []
+    channel = consume(connection, lambda body, message: seen.append(body))
+    hub = on_event_loop(connection)
+    channel.take_if_due()  # found empty: a wait goes out on each queue's list
+    wait_for(lambda: len(waits(redis_db)) == len(QUEUES), 2, what="a blocked wait per queue")
+    assert hub.poller.poll(0.1) == []  # nothing has landed: nothing to read
+    channel.next_take = time.monotonic() + 60  # no poll would look before a minute
+    publish(connection, QUEUES[1], 1)
+    events = wait_for(lambda: hub.poller.poll(0.5), 5, what="the wait to answer")
+    raw = redis_db.lrange("vc-b", 0, -1)
+    assert len(raw) == 1 and redis_db.hlen("unacked") == 0  # the wait took nothing
+    for fileno, _ in events:
+        connection.transport.on_readable(fileno)
+    assert [body["n"] for body in seen] == [0]  # taken at once, not after the minute
+    assert redis_db.llen("vc-b") == 0 and redis_db.hlen("unacked") == 1
+
+
+def test_a_busy_worker_sends_no_wait(connection, redis_db):
+    publish(connection, QUEUES[0], 3)
+    channel = consume(connection, lambda body, message: None)
+    on_event_loop(connection)
+    channel.take_if_due()
+    assert waits(redis_db) == []
+
+
+def test_a_closed_channel_leaves_no_wait_behind(connection, redis_db):
+    channel = consume(connection, lambda body, message: None)
+    on_event_loop(connection)
+    channel.take_if_due()
+    wait_for(lambda: len(waits(redis_db)) == len(QUEUES), 2, what="a blocked wait per queue")
+    channel.close()
+    wait_for(lambda: waits(redis_db) == [], 2, what="the waits to end with the channel")
 
 
 def test_workers_take_with_the_script_on_every_redis_broker(stack):
