@@ -15,16 +15,16 @@ import time
 from dataclasses import dataclass
 from http.client import HTTPException
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import requests
-from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ProxyError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import SSLError
 
 from ihuyi.codes import SUBMIT_FAILED, SUCCESS, Outcome, classify
 from ihuyi.exceptions import PermanentError, TransientError
 from ihuyi.replies import parse_reply, scrub
-from ihuyi.transport import DeadlineAdapter, shared_session, within
+from ihuyi.transport import Session, shared_session, within
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class IhuyiClient:
         read_timeout: float = 10.0,
         total_timeout: float | None = None,
         max_reply_bytes: int = 64 * 1024,
-        session: requests.Session | None = None,
+        session: Session | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if password_mode not in PASSWORD_MODES:
@@ -84,8 +84,8 @@ class IhuyiClient:
         total_timeout = connect_timeout + read_timeout if total_timeout is None else total_timeout
         if not 0 < total_timeout < math.inf:
             raise ValueError(f"total_timeout must be a positive number of seconds, not {total_timeout!r}")
-        if session is not None and not isinstance(session.get_adapter(api_url), DeadlineAdapter):
-            raise ValueError("session must send through a DeadlineAdapter: use ihuyi.transport.new_session()")
+        if session is not None and not isinstance(session, Session):
+            raise ValueError("session must be an ihuyi.transport.Session: use ihuyi.transport.new_session()")
         self.api_url = api_url
         self.apiid = apiid
         self._apikey = apikey
@@ -97,6 +97,7 @@ class IhuyiClient:
         self._session = session
         self._clock = clock
         self._host = urlsplit(api_url).hostname or "?"
+        self._urls = {method: _with_method(api_url, method) for method in ("Submit", "GetNum")}
 
     def __repr__(self) -> str:
         return (
@@ -166,38 +167,59 @@ class IhuyiClient:
         if isinstance(error, TransientError):
             raise error
         if error is not None:
-            # Only the type name: a requests exception carries the request, form body included.
-            raise TransientError(f"{failed}: {type(error).__name__}", sent=_sent(error))
+            # Only what kind of failure: an exception may carry the request, form body included.
+            raise TransientError(f"{failed}: {_failure_name(error)}", sent=_sent(error))
         return reply
 
     def _exchange(self, method: str, form: dict[str, str], left: float, failed: str) -> tuple[bytes, str | None]:
         """The reply body, capped at max_reply_bytes, and its Date header; never follows redirects."""
         connect_timeout, read_timeout = self.timeout
         response = (self._session or shared_session()).post(
-            self.api_url,
-            params={"method": method},
-            data=form,
+            self._urls[method], form,
             # Connecting cannot be cut by the watchdog: its own timeout ends it by the deadline.
-            timeout=(min(connect_timeout, left), read_timeout),
-            allow_redirects=False,
-            stream=True,
+            connect_timeout=min(connect_timeout, left), read_timeout=read_timeout,
         )
-        with response:
-            if 300 <= response.status_code < 400:
-                raise TransientError(f"{failed}: unexpected redirect (HTTP {response.status_code})")
-            if not 200 <= response.status_code < 300:
-                raise TransientError(f"{failed}: HTTP {response.status_code}")
+        try:
+            if 300 <= response.status < 400:
+                raise TransientError(f"{failed}: unexpected redirect (HTTP {response.status})")
+            if not 200 <= response.status < 300:
+                raise TransientError(f"{failed}: HTTP {response.status}")
             body = bytearray()
-            for chunk in response.iter_content(chunk_size=8192):
+            for chunk in response.stream(8192):
                 body += chunk
                 if len(body) > self.max_reply_bytes:
                     raise TransientError(f"{failed}: reply larger than {self.max_reply_bytes} bytes")
             return bytes(body), response.headers.get("Date")
+        finally:
+            if not response.isclosed():  # not read to its end: the connection is not reused
+                response.close()
+            response.release_conn()
+
+
+def _with_method(url: str, method: str) -> str:
+    """``url`` with ``method=<method>`` added to its query."""
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode({"method": method})) if q)
+    return urlunsplit(parts._replace(query=query))
 
 
 def _sent(error: Exception | None) -> bool:
-    """False only when ``error`` is a failure to connect: no byte of the request went out."""
-    cause = error.args[0] if isinstance(error, requests.ConnectionError) and error.args else None
-    # requests wraps urllib3's MaxRetryError, whose reason is what happened; urllib3's
-    # NewConnectionError (refused, unreachable, DNS) is a kind of ConnectTimeoutError.
-    return not isinstance(getattr(cause, "reason", None), ConnectTimeoutError)
+    """False only when ``error`` is a failure to connect: no byte of the request went out.
+
+    urllib3's NewConnectionError (refused, unreachable, DNS) is a kind of ConnectTimeoutError."""
+    return not isinstance(error, ConnectTimeoutError)
+
+
+def _failure_name(error: Exception) -> str:
+    """What kind of failure ``error`` is, in requests' words (the names operators know)."""
+    if isinstance(error, NewConnectionError):
+        return "ConnectionError"
+    if isinstance(error, ConnectTimeoutError):
+        return "ConnectTimeout"
+    if isinstance(error, ReadTimeoutError):
+        return "ReadTimeout"
+    if isinstance(error, (ProxyError, SSLError)):
+        return type(error).__name__
+    if isinstance(error, ProtocolError):
+        return "ConnectionError"
+    return type(error).__name__

@@ -1,6 +1,6 @@
 """The HTTP transport of the ihuyi client: pooled sessions whose calls end at a total deadline.
 
-requests' timeouts bound the connect and each socket read, not a call: a server that drips
+Socket timeouts bound the connect and each read, not a call: a server that drips
 one byte a second holds the call, and the worker thread making it, for as long as it drips.
 Sessions from ``new_session`` take their connections from urllib3 pools that register each
 one, while the thread is inside ``within(deadline)``, with the process's watchdog, which
@@ -18,12 +18,13 @@ import functools
 import os
 import socket
 import threading
+import urllib.request
 from contextlib import contextmanager
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3 import PoolManager
+import certifi
+from urllib3 import BaseHTTPResponse, PoolManager, ProxyManager, Timeout
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ConnectTimeoutError
 
@@ -110,57 +111,71 @@ def _watch_pools(manager: PoolManager) -> PoolManager:
     return manager
 
 
-class DeadlineAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections, direct or through a proxy, honour ``within``."""
+class Session:
+    """The ihuyi client's HTTP: urllib3 pools whose connections honour ``within``, up to 100 per
+    host, that never retry and never follow a redirect (a retried Submit may call someone twice:
+    retrying is the caller's decision).
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        _watch_pools(self.poolmanager)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        return _watch_pools(super().proxy_manager_for(proxy, **proxy_kwargs))
-
-
-class Session(requests.Session):
-    """A Session that reads the environment's proxy and CA bundle settings once per URL.
-
-    requests reads them on every request, walking the whole environment: about a millisecond
-    of CPU per ihuyi call, as much as the rest of the call. A process's environment does not
-    change under it; a session whose proxies or CA bundle are set in code reads nothing.
+    What requests would read from the environment is read once per host: the proxy
+    (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``) and the CA bundle (``REQUESTS_CA_BUNDLE``,
+    ``CURL_CA_BUNDLE``, else certifi's). requests itself, reading it all on every call and
+    wrapping each in its own objects, cost a millisecond of CPU per Submit, as much as the rest.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+    def __init__(self, *, ca_certs: str | None = None) -> None:
+        self.ca_certs = ca_certs or _environment_ca_bundle()
+        self._options: dict[str, Any] = {"maxsize": 100, "retries": False, "ca_certs": self.ca_certs,
+                                         "cert_reqs": "CERT_REQUIRED"}
+        self.pool_manager = _watch_pools(PoolManager(**self._options))
+        self._managers: dict[tuple[str, str], PoolManager] = {}
+        self._lock = threading.Lock()
 
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
-        if proxies or not self.trust_env:
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)
-        key = (url, stream, verify, cert)
-        if key not in self._environment:
-            self._environment[key] = super().merge_environment_settings(url, {}, stream, verify, cert)
-        settings = self._environment[key]
-        return {**settings, "proxies": dict(settings["proxies"])}
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        for manager in {id(m): m for m in (self.pool_manager, *self._managers.values())}.values():
+            manager.clear()
+
+    def post(self, url: str, fields: dict[str, str], *, connect_timeout: float, read_timeout: float) -> BaseHTTPResponse:
+        """POST ``fields`` form-encoded to ``url``; the response unread (``preload_content=False``)."""
+        return self.manager_for(url).request(
+            "POST", url, fields=fields, encode_multipart=False, redirect=False, retries=False,
+            timeout=Timeout(connect=connect_timeout, read=read_timeout), preload_content=False,
+        )
+
+    def manager_for(self, url: str) -> PoolManager:
+        """The pools for ``url``: direct, or through the proxy the environment names for its host."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        manager = self._managers.get(key)
+        if manager is None:
+            with self._lock:
+                proxy = None if urllib.request.proxy_bypass(key[1]) else urllib.request.getproxies().get(key[0])
+                manager = self._managers.setdefault(
+                    key, self.pool_manager if not proxy else _watch_pools(ProxyManager(proxy, **self._options)))
+        return manager
+
+
+def _environment_ca_bundle() -> str:
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
 
 
 def new_session() -> Session:
-    """A Session honouring ``within``: up to 100 connections per host, never retrying by itself.
-
-    Retrying is the caller's decision: a retried Submit may call someone twice.
-    """
-    session = Session()
-    adapter = DeadlineAdapter(pool_maxsize=100, max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    """A Session of its own (the client's default is shared by the whole process)."""
+    return Session()
 
 
-_session: requests.Session | None = None
+_session: Session | None = None
 _session_pid: int | None = None
 _session_lock = threading.Lock()
 
 
-def shared_session() -> requests.Session:
+def shared_session() -> Session:
     """One ``new_session`` per process, re-created in a forked child."""
     global _session, _session_pid
     with _session_lock:

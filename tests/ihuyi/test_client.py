@@ -27,7 +27,7 @@ from ihuyi.codes import CODES, Outcome, Scope, classify
 from ihuyi.exceptions import IhuyiError, PermanentError, TransientError
 from ihuyi.replies import parse_reply
 from ihuyi.sandbox import MESSAGES
-from ihuyi.transport import DeadlineAdapter, new_session, shared_session
+from ihuyi.transport import Session, new_session, shared_session
 
 APIID = "cf_demo"
 APIKEY = "secretkey"
@@ -173,7 +173,7 @@ def other_host(servers: tuple[Server, Server], server: Server) -> Server:
 
 
 @pytest.fixture
-def make_client(server: Server, session: requests.Session) -> Callable[..., IhuyiClient]:
+def make_client(server: Server, session: Session) -> Callable[..., IhuyiClient]:
     def make(**kwargs: object) -> IhuyiClient:
         kwargs.setdefault("session", session)
         kwargs.setdefault("clock", lambda: NOW + 0.75)
@@ -640,7 +640,7 @@ def test_connection_dropped_without_reply_is_transient(
         make_client().submit(MOBILE, CONTENT)
 
 
-def test_connection_refused_is_transient(session: requests.Session) -> None:
+def test_connection_refused_is_transient(session: Session) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -649,18 +649,17 @@ def test_connection_refused_is_transient(session: requests.Session) -> None:
         client.get_num()
 
 
-class RecordingSession(requests.Session):
-    """A real Session like new_session's that remembers the keyword arguments and responses of each request."""
+class RecordingSession(Session):
+    """A real Session that remembers the keyword arguments and responses of each request."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.mount("http://", DeadlineAdapter(max_retries=0))
         self.calls: list[dict[str, object]] = []
-        self.responses: list[requests.Response] = []
+        self.responses: list[object] = []
 
-    def request(self, *args: object, **kwargs: object) -> requests.Response:
+    def post(self, url: str, fields: dict[str, str], **kwargs: float) -> object:
         self.calls.append(kwargs)
-        response = super().request(*args, **kwargs)
+        response = super().post(url, fields, **kwargs)
         self.responses.append(response)
         return response
 
@@ -678,11 +677,9 @@ def test_timeouts_no_redirects_and_response_always_closed(
         except IhuyiError:
             pass
         (call,) = session.calls
-        assert call["timeout"] == (3.05, 10.0)
-        assert call["allow_redirects"] is False
-        assert call["stream"] is True
+        assert call == {"connect_timeout": 3.05, "read_timeout": 10.0}
         (response,) = session.responses
-        assert response.raw.closed
+        assert response.isclosed() and response.connection is None  # read or closed, and back in the pool
 
 
 # --- secrets never leak -------------------------------------------------------------------
@@ -708,7 +705,7 @@ SECRET_CONTENT = "918273"
 @pytest.mark.parametrize("password_mode", ["dynamic", "apikey"])
 def test_secrets_never_in_errors_logs_or_repr(
     server: Server,
-    session: requests.Session,
+    session: Session,
     caplog: pytest.LogCaptureFixture,
     behaviour: Behaviour,
     password_mode: str,
@@ -733,7 +730,7 @@ ODD_KEY = "K3y/with+plus&eq=ShouldNeverLeak"  # changed by form encoding
 
 @pytest.mark.parametrize("password_mode", ["dynamic", "apikey"])
 def test_msg_is_scrubbed_of_every_secret_however_encoded(
-    server: Server, session: requests.Session, password_mode: str
+    server: Server, session: Session, password_mode: str
 ) -> None:
     def echo(handler: BaseHTTPRequestHandler) -> None:
         # A gateway echoing the form body it was sent (percent-encoded), and the APIKEY as is.
@@ -768,10 +765,10 @@ def test_shared_session_is_pooled_per_process(monkeypatch: pytest.MonkeyPatch) -
     session = shared_session()
     assert shared_session() is session
     for prefix in ("http://", "https://"):
-        adapter = session.get_adapter(prefix + "api.voice.ihuyi.com/")
-        assert isinstance(adapter, DeadlineAdapter)
-        assert adapter._pool_maxsize == 100
-        assert adapter.max_retries.total == 0
+        pool = session.manager_for(prefix + "api.voice.ihuyi.com/").connection_from_url(prefix + "api.voice.ihuyi.com/")
+        assert type(pool).__name__.startswith("Watched")  # cut at the deadline
+        assert pool.pool.maxsize == 100
+        assert pool.retries.total is False
     real_pid = transport.os.getpid()
     monkeypatch.setattr(transport.os, "getpid", lambda: real_pid + 1)  # as if forked
     child = shared_session()
@@ -779,12 +776,11 @@ def test_shared_session_is_pooled_per_process(monkeypatch: pytest.MonkeyPatch) -
     assert shared_session() is child
 
 
-def test_the_environment_is_read_once_per_url_and_honoured(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environment_is_read_once_per_host_and_honoured(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     server.behaviour = respond(DOC_SUBMIT_OK)
     reads = []
-    merge = requests.Session.merge_environment_settings
-    monkeypatch.setattr(requests.Session, "merge_environment_settings",
-                        lambda self, *args: (reads.append(args[0]), merge(self, *args))[1])
+    getproxies = transport.urllib.request.getproxies
+    monkeypatch.setattr(transport.urllib.request, "getproxies", lambda: (reads.append(1), getproxies())[1])
     with new_session() as session:
         client = IhuyiClient(server.url, APIID, APIKEY, session=session)
         for _ in range(3):
@@ -828,7 +824,7 @@ def https_server(tmp_path: Path) -> Iterator[Server]:
     server.server_close()
 
 
-def test_https_checks_the_certificate(https_server: Server, session: requests.Session) -> None:
+def test_https_checks_the_certificate(https_server: Server, session: Session) -> None:
     url = https_server.url.replace("http://", "https://")
     with pytest.raises(TransientError, match="SSLError"):
         IhuyiClient(url, APIID, APIKEY, session=session, connect_timeout=2, read_timeout=2).submit(MOBILE, CONTENT)

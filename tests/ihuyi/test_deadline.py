@@ -17,7 +17,7 @@ import requests
 from ihuyi.client import IhuyiClient
 from ihuyi.exceptions import IhuyiError, PermanentError, TransientError
 from ihuyi.sandbox import Sandbox
-from ihuyi.transport import new_session
+from ihuyi.transport import Session
 from ihuyi.watchdog import WATCHDOG
 
 APIID, APIKEY = "C12345678", "0123456789abcdef0123456789abcdef"
@@ -44,7 +44,7 @@ def header_dripper() -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def client(fresh_sandbox: Sandbox, session: requests.Session) -> Make:
+def client(fresh_sandbox: Sandbox, session: Session) -> Make:
     def make(url: str = fresh_sandbox.url, **kwargs: object) -> IhuyiClient:
         return IhuyiClient(url, APIID, APIKEY, session=session, **kwargs)
 
@@ -73,14 +73,14 @@ def test_a_reply_still_arriving_is_abandoned_at_the_deadline(
     assert [c["reply"] for c in fresh_sandbox.calls()] == ["drip" if mobile == DRIP else "hang"]
 
 
-def test_headers_dripping_are_abandoned_at_the_deadline(header_dripper: Sandbox, session: requests.Session) -> None:
+def test_headers_dripping_are_abandoned_at_the_deadline(header_dripper: Sandbox, session: Session) -> None:
     client = IhuyiClient(header_dripper.url, APIID, APIKEY, total_timeout=1.0, session=session)
     exc, took = timed(lambda: client.submit(DRIP_HEADERS, CONTENT))
     assert type(exc) is TransientError and "1 s deadline" in str(exc) and exc.sent is True
     assert 1.0 <= took < 1.0 + SLACK
 
 
-def test_connecting_is_abandoned_at_the_deadline(session: requests.Session) -> None:
+def test_connecting_is_abandoned_at_the_deadline(session: Session) -> None:
     # A listener whose accept queue is full: the kernel drops further SYNs, connect() hangs.
     with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
         port = listener.getsockname()[1]
@@ -124,7 +124,7 @@ def test_a_total_timeout_must_be_positive_and_finite(total: float) -> None:
 
 def test_a_session_that_cannot_cut_is_refused() -> None:
     with requests.Session() as plain, pytest.raises(ValueError, match="new_session"):
-        IhuyiClient("http://127.0.0.1:1/", APIID, APIKEY, session=plain)
+        IhuyiClient("http://127.0.0.1:1/", APIID, APIKEY, session=plain)  # type: ignore[arg-type]
 
 
 # -- the watchdog leaks nothing -----------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_the_watchdog_is_empty_after_many_calls(client: Make, fresh_sandbox: San
 # -- sent: could ihuyi have acted on it? --------------------------------------------------------
 
 
-def test_connection_refused_was_not_sent(session: requests.Session) -> None:
+def test_connection_refused_was_not_sent(session: Session) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nobody listens there
@@ -167,7 +167,7 @@ def test_connection_refused_was_not_sent(session: requests.Session) -> None:
     assert exc.sent is False
 
 
-def test_a_name_that_does_not_resolve_was_not_sent(session: requests.Session) -> None:
+def test_a_name_that_does_not_resolve_was_not_sent(session: Session) -> None:
     exc, _ = timed(lambda: IhuyiClient("http://ihuyi.invalid/", APIID, APIKEY, session=session).submit(MOBILE, CONTENT))
     assert type(exc) is TransientError and exc.sent is False
 
@@ -205,7 +205,7 @@ def test_a_code_of_5000_digits_is_transient(client: Make, reply_format: str) -> 
 @pytest.mark.parametrize("password_mode", ["apikey", "dynamic"])
 @pytest.mark.parametrize("account, apikey", [(APIID, APIKEY), ("odd", ODD_KEY)], ids=["plain key", "odd key"])
 def test_an_echoed_request_leaves_no_secret(
-    fresh_sandbox: Sandbox, session: requests.Session, account: str, apikey: str, password_mode: str, reply_format: str
+    fresh_sandbox: Sandbox, session: Session, account: str, apikey: str, password_mode: str, reply_format: str
 ) -> None:
     client = IhuyiClient(fresh_sandbox.url, account, apikey, password_mode=password_mode,
                          reply_format=reply_format, session=session)
@@ -265,8 +265,7 @@ def tls_front(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.mark.parametrize("mobile", [DRIP, HANG], ids=["body dripping", "silent after headers"])
 def test_the_deadline_cuts_a_tls_connection(tls_front: tuple[str, Path], fresh_sandbox: Sandbox, mobile: str) -> None:
     url, cert = tls_front
-    with new_session() as session:
-        session.verify, session.trust_env = str(cert), False  # the environment's CA bundle would win
+    with Session(ca_certs=str(cert)) as session:
         client = IhuyiClient(url, APIID, APIKEY, total_timeout=1.0, session=session)
         assert client.submit(MOBILE, CONTENT).code == 2
         exc, took = timed(lambda: client.submit(mobile, CONTENT))

@@ -91,7 +91,7 @@ def test_a_forked_child_has_its_own_empty_watchdog(pair: Pair, arm: Arm) -> None
 
 def test_a_cut_connection_is_closed_before_it_goes_back_to_the_pool() -> None:
     with Sandbox({"C1": "k"}) as sandbox, new_session() as session:
-        pool = session.get_adapter(sandbox.url).poolmanager.connection_from_url(sandbox.url)
+        pool = session.manager_for(sandbox.url).connection_from_url(sandbox.url)
         with within(time.monotonic() + 0.2) as call:
             conn = pool._get_conn()
             conn.connect()
