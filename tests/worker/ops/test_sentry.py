@@ -34,6 +34,8 @@ def test_scrubber_masks_mobiles_and_removes_apikeys_in_any_string(scrubber):
     assert scrubber.text(f"call {MOBILE} with password={APIKEY}") == f"call 138****8000 with password={FILTERED}"
     assert scrubber.text("+8613800138000, 86 13912345678") == "138****8000, 139****5678"
     assert scrubber.text("login:13800138000:7") == "login:138****8000:7"
+    assert scrubber.text(MOBILE) == "138****8000"  # the shortest string that can hold one
+    assert scrubber.text(APIKEY) == FILTERED and scrubber.text(APIKEY[:12] + "x") == APIKEY[:12] + "x"
 
 
 def test_scrubber_leaves_ids_numbers_and_longer_digit_runs_alone(scrubber):
