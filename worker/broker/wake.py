@@ -11,13 +11,16 @@ the event loop takes at once.
 A list's wait is sent only once a take has found the queues empty, so a busy worker sends
 none. It lasts ``WAIT_SECONDS`` on the server; a reply that does not come within that and
 ``STALE_SECONDS`` more (a half-open connection) drops the connection, to be made anew. Lists of
-priorities other than the default are left to polling.
+priorities other than the default are left to polling, and so is everything on a Redis older
+than 6.2, which has no BLMOVE.
 """
 from __future__ import annotations
 
 import logging
 from time import monotonic
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +44,12 @@ class ListWaiter:
         self.kind = f"{KIND} {key}"
         self.connection: Any = None
         self.sent_at: float | None = None
+        self.refused = False  # the server does not know BLMOVE: polling only
 
     def arm(self, channel: Any, cycle: Any) -> None:
         """Send the wait unless one is out; register its socket with the event loop's poller."""
+        if self.refused:
+            return
         if self.sent_at is not None:
             if monotonic() - self.sent_at < WAIT_SECONDS + STALE_SECONDS:
                 return
@@ -64,6 +70,10 @@ class ListWaiter:
         self.sent_at = None
         try:
             self.connection.read_response()
+        except ResponseError as exc:
+            self.refused = True
+            log.warning("Redis refused BLMOVE (%s): queue %s is polled only; Redis 6.2 or later wakes "
+                        "workers the moment a message lands", exc, self.key)
         except Exception as exc:  # noqa: BLE001 - a lost wait only means polling until the next one
             log.debug("Redis wait on %s failed (%s); made anew on the next empty take", self.key, exc)
             self.drop()

@@ -17,6 +17,7 @@ from tests.support import unique_mobile, wait_for
 from tests.worker.broker.conftest import DB
 from worker.broker.heartbeat import OwnerKeys
 from worker.broker.transport import IDLE_AFTER_SECONDS, IDLE_POLL_SECONDS, POLL_SECONDS, Transport
+from worker.broker.wake import ListWaiter
 from worker.stores.heartbeats import Heartbeat
 
 QUEUES = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ("vc-a", "vc-b")]
@@ -303,3 +304,27 @@ def test_a_worker_without_a_heartbeat_gives_back_nothing(worker, redis_db):
     dead.transport.heartbeat.stop()
     redis_db.delete(stalled.transport.heartbeat.key)
     assert channel.recover_dead() == 0 and redis_db.hlen("unacked") == 1
+
+
+def test_a_redis_without_blmove_is_polled_and_warned_about_once(redis_db, caplog):
+    """A Redis older than 6.2 answers BLMOVE with an error: that queue is left to polling."""
+    waiter = ListWaiter("vc-a")
+
+    class Cycle:
+        _fd_to_chan: dict = {}
+        _chan_to_sock: dict = {}
+        eventflags = 0
+        poller = type("Poller", (), {"register": lambda self, sock, flags: None})()
+
+    class Channel:
+        async_pool = redis.ConnectionPool(host="127.0.0.1", port=6379, db=DB)
+
+    waiter.arm(Channel(), Cycle())
+    # What a Redis before 6.2 answers (this one knows BLMOVE, so the answer is made up).
+    waiter.connection.read_response = lambda: (_ for _ in ()).throw(redis.ResponseError("unknown command 'BLMOVE'"))
+    with caplog.at_level(logging.WARNING, logger="worker.broker.wake"):
+        waiter.read()
+        waiter.arm(Channel(), Cycle())
+    assert waiter.refused and waiter.sent_at is None
+    assert caplog.text.count("refused BLMOVE") == 1
+    waiter.drop()
