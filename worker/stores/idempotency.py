@@ -137,10 +137,6 @@ class IdempotencyStore:
         """:meth:`finish` queued on ``pipe`` (see ``scripts.queue``); its reply goes to :meth:`finished`."""
         scripts.queue(pipe, self._finish, [self.key(request_id)], self._finish_args(result))
 
-    def load_scripts(self) -> None:
-        """Load the scripts queued by hash (after a ``NOSCRIPT``)."""
-        scripts.load(self._finish)
-
     @staticmethod
     def finished(kept: bytes | str | None) -> dict[str, Any] | None:
         """What a finish's reply says: None, or the accepted Submit's result it kept."""

@@ -39,12 +39,8 @@ def register(client: redis.Redis, name: str, directory: Path = _HERE) -> Script:
 def queue(pipe: redis.client.Pipeline, script: Script, keys: Sequence[str], args: Sequence[Any]) -> None:
     """Queue ``script`` on ``pipe`` by its hash alone.
 
-    redis-py's own way asks ``SCRIPT EXISTS`` on every execute: a round trip more. The caller
-    loads the script (:func:`load`) and runs the pipeline again when it was not there.
+    redis-py's own way asks ``SCRIPT EXISTS`` on every execute: a round trip more. Where the
+    server answers ``NOSCRIPT`` (restarted or flushed since), the caller runs the script on its
+    own, which loads it.
     """
     pipe.evalsha(script.sha, len(keys), *keys, *args)
-
-
-def load(script: Script) -> None:
-    """Load ``script`` on its server (after ``NOSCRIPT``: a restarted or flushed Redis)."""
-    script.sha = script.registered_client.script_load(script.script)

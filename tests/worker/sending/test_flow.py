@@ -258,6 +258,14 @@ def test_a_send_is_one_round_trip_before_the_submit_and_one_after(sender, fresh_
     assert sender.idempotency.begin("r-1", 60).state == "done"  # the record was written in that last one
 
 
+def test_a_send_is_recorded_after_the_redis_scripts_were_flushed(sender, fresh_sandbox):
+    sender.send(request(unique_mobile("138"), "warm-up"), task_id="t-0")
+    sender.redis.script_flush()  # as after a restart of the state Redis
+    assert sender.send(request(unique_mobile("138")), task_id="t-1").status == "submitted"
+    assert sender.idempotency.begin("r-1", 60).result["status"] == "submitted"
+    assert sender.metrics.snapshot().outcomes[("default", "submitted", "2")] == 2
+
+
 def test_rate_limit_waits_are_counted(sender, fresh_sandbox):
     rate = sender.settings.accounts["slow"].rate  # 10/s, burst 2
     for _ in range(3):
