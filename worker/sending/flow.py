@@ -205,7 +205,7 @@ class Sender:
         if attempt.state == "expired":
             return self._finish(req, attempt, make_result(req, "expired", attempt.attempts))
         if verdict.verdict == "paused":
-            return self._send_while_paused(req, attempt, task_id, measures)
+            return self._send_while_paused(req, attempt, task_id, measures, gated=asked)
         if verdict.verdict == "throttled":
             return self._throttled(req, attempt, task_id, verdict.seconds)
         if verdict.verdict == "late":
@@ -221,9 +221,10 @@ class Sender:
                                   gated=asked)
 
     def _send_while_paused(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None,
-                           measures: Measures) -> Done | RetryIn | Park:
+                           measures: Measures, *, gated: float) -> Done | RetryIn | Park:
         """The slow way, one store at a time: the account to send through (a probe of this host's
-        pause, the fallback, or none), then the number's throttle and the account's rate limit."""
+        pause, the fallback, or none), then the number's throttle and the account's rate limit.
+        A probe may take long: the claim before the Submit counts from the gate (``gated``)."""
         account_or_outcome = self._usable_account(req, attempt, task_id)
         if not isinstance(account_or_outcome, str):
             return account_or_outcome
@@ -235,7 +236,7 @@ class Sender:
         if not isinstance(at, float):
             return at
         return self._send_on_slot(req, attempt, task_id, account, at, self._late_allowance(account), measures,
-                                  gated=time.monotonic())
+                                  gated=gated)
 
     def _send_on_slot(self, req: VoiceCodeRequest, attempt: Attempt, task_id: str | None, account: str,
                       at: float, allowance: float, measures: Measures, *, gated: float) -> Done | RetryIn | Park:
