@@ -120,6 +120,10 @@ class Channel(kombu_redis.Channel):
         """True once no message has come for ``IDLE_AFTER_SECONDS``."""
         return now - self.last_taken >= IDLE_AFTER_SECONDS
 
+    def waiting(self) -> bool:
+        """True while a wait is out on every consumed queue: polling then only backs them up."""
+        return bool(self._waiters) and all(waiter.sent_at is not None for waiter in self._waiters.values())
+
     def take_if_due(self) -> None:
         """Take what prefetch allows, unless the queues were found empty too recently."""
         now = monotonic()
@@ -128,10 +132,10 @@ class Channel(kombu_redis.Channel):
         if self.take(min(self.qos.can_consume_max_estimate() or TAKE_MAX, TAKE_MAX)):
             self.last_taken = self.next_take = now
         else:
-            interval = IDLE_POLL_SECONDS if self.idle(now) else POLL_SECONDS
+            self._wait_for_messages()
+            interval = IDLE_POLL_SECONDS if self.idle(now) or self.waiting() else POLL_SECONDS
             # Less half the shorter period: the timer tick meant to look may come a little early.
             self.next_take = now + interval - POLL_SECONDS / 2
-            self._wait_for_messages()
 
     def _wait_for_messages(self) -> None:
         """Keep a wait out on each consumed queue's list (worker/broker/wake.py); drop those of others."""
@@ -230,7 +234,8 @@ class MultiChannelPoller(kombu_redis.MultiChannelPoller):
 
     def wake_interval(self) -> float:
         now = monotonic()
-        return IDLE_POLL_SECONDS if all(channel.idle(now) for channel in self._channels) else POLL_SECONDS
+        slow = all(channel.idle(now) or channel.waiting() for channel in self._channels)
+        return IDLE_POLL_SECONDS if slow else POLL_SECONDS
 
 
 class Transport(kombu_redis.Transport):

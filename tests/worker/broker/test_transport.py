@@ -170,6 +170,8 @@ def test_an_idle_worker_waits_on_each_queue_and_takes_the_moment_a_message_lands
     hub = on_event_loop(connection)
     channel.take_if_due()  # found empty: a wait goes out on each queue's list
     wait_for(lambda: len(waits(redis_db)) == len(QUEUES), 2, what="a blocked wait per queue")
+    assert not channel.idle(time.monotonic())
+    assert connection.transport.cycle.wake_interval() == IDLE_POLL_SECONDS  # the waits stand in for polling
     assert hub.poller.poll(0.1) == []  # nothing has landed: nothing to read
     channel.next_take = time.monotonic() + 60  # no poll would look before a minute
     publish(connection, QUEUES[1], 1)
