@@ -138,7 +138,7 @@ class Session:
 
     def close(self) -> None:
         """Close every pooled connection."""
-        for manager in {id(m): m for m in (self.pool_manager, *self._managers.values())}.values():
+        for manager in {self.pool_manager, *self._managers.values()}:
             manager.clear()
 
     def post(self, url: str, fields: dict[str, str], *, connect_timeout: float, read_timeout: float) -> BaseHTTPResponse:

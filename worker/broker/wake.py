@@ -56,7 +56,7 @@ class ListWaiter:
             log.warning("Redis wait on %s got no reply for %.0f s; dropping its connection", self.key,
                         monotonic() - self.sent_at)
             self.drop()
-        if self.connection is None or self.connection._sock is None:
+        if self.connection is None:  # once: a dropped one connects again when it sends
             self.connection = channel.async_pool.get_connection()
         self.connection.send_command("BLMOVE", self.key, self.key, "RIGHT", "RIGHT", WAIT_SECONDS)
         self.sent_at = monotonic()

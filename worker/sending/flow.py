@@ -211,7 +211,7 @@ class Sender:
         if verdict.verdict == "late":
             return self._finish(req, attempt, make_result(req, "expired", attempt.attempts - 1, account=account,
                                                           reason="rate_limited_past_ttl"))
-        if verdict.seconds > 0 and (verdict.verdict == "go" or verdict.verdict == "park" and attempt.slot is None):
+        if verdict.seconds > 0 and verdict.verdict in ("go", "park"):
             measures.waits.append((account, verdict.seconds))
         if verdict.verdict == "park":
             # Back a little early: the re-published task may queue behind others before it runs.

@@ -47,7 +47,7 @@ class Verdict:
 
 
 class SendGate:
-    """Runs ``gate.lua`` over the other stores' keys, for the configured ``accounts``."""
+    """Runs ``gate.lua`` over the other stores' keys, for the ``configured`` accounts."""
 
     def __init__(self, client: redis.Redis, *, idempotency: IdempotencyStore, accounts: AccountStates,
                  throttle: MobileThrottle, limiter: RateLimiter, configured: Mapping[str, Account]) -> None:
@@ -56,21 +56,25 @@ class SendGate:
         self.accounts = accounts
         self.throttle = throttle
         self.limiter = limiter
-        self.configured = configured
+        # Per account, what the script takes of it and of its fallback (the account itself if none).
+        self._account_args = {
+            name: (account.fallback or "", limiter.key(account.fallback or name),
+                   [*limiter.args(account.rate), *limiter.args(configured[account.fallback or name].rate)])
+            for name, account in configured.items()
+        }
 
     def enter(self, request_id: str, mobile: str, account: str, ttl: int, enqueued_at: float | None, *,
               host: str, probe_every: float, max_hold: float, parked_late: float) -> Verdict:
         """Begin an attempt at ``request_id`` and decide it (see the module's docstring)."""
-        fallback = self.configured[account].fallback or ""
+        fallback, fallback_rate_key, rate_args = self._account_args[account]
         begin_args, token = self.idempotency.begin_args(ttl, enqueued_at)
         log_key, block_key = self.throttle.keys(mobile)
         reply = [r.decode() if isinstance(r, bytes) else r for r in self._gate(
             keys=[self.idempotency.key(request_id), self.accounts.key(account), self.accounts.key(fallback or account),
-                  log_key, block_key, self.limiter.key(account), self.limiter.key(fallback or account)],
+                  log_key, block_key, self.limiter.key(account), fallback_rate_key],
             args=[*begin_args, account, fallback, f"@{host}", repr(float(probe_every)),
                   self.throttle.member(request_id), repr(float(max_hold)), repr(float(parked_late)),
-                  *self.limiter.args(self.configured[account].rate),
-                  *self.limiter.args(self.configured[fallback or account].rate), *self.throttle.window_args],
+                  *rate_args, *self.throttle.window_args],
         )]
         if reply[0] in ("done", "busy", "expired"):
             return Verdict(self.idempotency.attempt_of(reply, token))
