@@ -1,4 +1,9 @@
-"""``python -m bench [--only NAME ...] [--brokers redis rabbitmq]``: run, print a table, write bench/results.json."""
+"""``python -m bench [--only NAME ...] [--brokers redis rabbitmq]``: run, print a table, write bench/results.json.
+
+The goals table shows each goal's figure from this run beside the last: the previous run's on
+this machine (bench/results.json, not committed) where it measured that figure, else the one
+recorded with the code (bench/recorded.json: the run docs/performance.md reports).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +12,10 @@ import platform
 import time
 from pathlib import Path
 
-from bench import goals, limits, perf, recovery
+from bench import client, goals, host, limits, perf, recovery, roles
 from bench.harness import Report, backend_available
+
+RECORDED = Path(__file__).parent / "recorded.json"
 
 SCENARIOS = {
     "accuracy": limits.accuracy,
@@ -19,6 +26,9 @@ SCENARIOS = {
     "sentry": perf.sentry,
     "scale": perf.scale,
     "recovery": recovery.recovery,
+    "roles": roles.roles,
+    "client": client.client,
+    "host": host.host,
 }
 
 
@@ -49,8 +59,9 @@ def main() -> None:
     info = machine()
     print(f"\nMachine: {info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['date']}\n")
     print(report.table())
-    print("\nAgainst the performance goals (before: the figures the goals were set from):\n")
-    print(goals.table(report))
+    print("\nAgainst the performance goals (before: the figures the goals were set from; last: the previous "
+          f"run's, from {args.out.name}, else the recorded run's, from {RECORDED.name}):\n")
+    print(goals.table(report.rows, Report.read(RECORDED).rows + Report.read(args.out).rows))
     report.write(args.out, info)
     print(f"\nwritten to {args.out}")
 

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ihuyi.sandbox import Sandbox
-from tests.support import Stack, base_env, make_backend, reachable
+from tests import servers
+from tests.support import Stack, base_env, make_backend
 
 
-#: The benchmarks' own Redis databases (this one and the next), apart from the tests' 11-13.
+#: The benchmarks' Redis databases (this one and the next) on the private Redis of tests/servers.py.
 BENCH_REDIS_DB = 14
 
 
@@ -51,6 +52,14 @@ class Report:
     def write(self, path: Path, machine: dict[str, Any]) -> None:
         path.write_text(json.dumps({"machine": machine, "rows": [r.__dict__ for r in self.rows]}, indent=2))
 
+    @classmethod
+    def read(cls, path: Path) -> Report:
+        """The report written to ``path`` by an earlier run; empty when there is none (or it is unreadable)."""
+        try:
+            return cls([Row(**row) for row in json.loads(path.read_text())["rows"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls()
+
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -67,8 +76,15 @@ def rss_mb(pid: int) -> float:
 
 
 def backend_available(name: str) -> bool:
-    return {"redis": reachable("127.0.0.1", 6379),
-            "rabbitmq": reachable("127.0.0.1", 5672) and reachable("127.0.0.1", 6379)}.get(name, True)
+    """Redis is a private ``redis-server`` (always there); RabbitMQ a vhost of this run's own, made with rabbitmqctl."""
+    if name != "rabbitmq":
+        return True
+    try:
+        servers.rabbitmq_vhost()
+    except servers.Unavailable as exc:
+        print(f"rabbitmq: {exc}")
+        return False
+    return True
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from collections import Counter
 from bench.harness import Report, bench_stack, percentile, rss_mb, wait_until
 from ihuyi.sandbox import Sandbox
 from tests.support import unique_mobile
-from worker.broker.routing import queue_for
+from worker.broker.messages import queue_for
 
 ACCURACY_ACCOUNTS = {"bench": {"apiid": "bench-apiid", "apikey": "bench-key", "rate_limit": "20/s", "burst": 5}}
 FAIRNESS_ACCOUNTS = {

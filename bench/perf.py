@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import kombu
@@ -34,13 +35,15 @@ from config.settings import load_settings
 from ihuyi.sandbox import Sandbox
 from tests.sentry_receiver import SentryReceiver
 from tests.support import ROOT, base_env
-from worker.broker.routing import queue_for
+from worker.broker.messages import queue_for
 
 APIID, APIKEY = "perf-apiid", "perf-S3CR3T-key"
 ACCOUNTS = {"default": {"apiid": APIID, "apikey": APIKEY, "rate_limit": "100000/s"}}
 LATENCY_MS = 100
 VHOST = "vcbench"
 RESULTS_DB = 3
+#: The service's count of final outcomes (worker/stores/metrics.py).
+OUTCOMES_KEY = "voicecode:metrics:outcomes"
 QUEUES = ["voicecode", queue_for("default"), "vcbench.ref"]
 BIN = Path(sys.executable).parent
 
@@ -103,8 +106,16 @@ class Env:
     def server(self) -> redis.Redis:
         return redis.Redis(port=self.port)
 
+    @cached_property
+    def _counted(self) -> tuple[redis.Redis, redis.Redis]:
+        """The clients results_count polls with: one connection each for the whole run, not one per poll."""
+        return redis.Redis.from_url(self.state), redis.Redis(port=self.port, db=RESULTS_DB)
+
     def results_count(self) -> int:
-        return redis.Redis(port=self.port, db=RESULTS_DB).dbsize()
+        """Tasks finished: the reference's results (a database of their own) and the service's final
+        outcomes (its results are in the state Redis, as by default, stored with these counters)."""
+        state, results = self._counted
+        return results.dbsize() + sum(int(n) for n in state.hvals(OUTCOMES_KEY))
 
     def reset(self) -> None:
         self.server().flushall()
@@ -223,10 +234,12 @@ def perf_stack(broker_kind: str, latency_ms: int = LATENCY_MS) -> Iterator[tuple
         env_ = Env(broker_kind, port)
         env_.reset()
         env = base_env(sandbox.url, CELERY_BROKER_URL=env_.broker, REDIS_URL=env_.state,
-                       CELERY_RESULT_BACKEND=env_.results, IHUYI_ACCOUNTS=json.dumps(ACCOUNTS), MOBILE_THROTTLE="",
+                       IHUYI_ACCOUNTS=json.dumps(ACCOUNTS), MOBILE_THROTTLE="",
                        REDIS_VISIBILITY_TIMEOUT="120", IHUYI_CONNECT_TIMEOUT="3.05", IHUYI_READ_TIMEOUT="10",
                        REF_BROKER_URL=env_.broker, REF_RESULT_BACKEND=env_.results,
-                       PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+                       # One process per worker started (the Procfile's line then is `celery worker`):
+                       # the figures per process; bench/host.py runs the line as shipped, a process per core.
+                       WORKER_PROCESSES="1", PATH=f"{BIN}:{os.environ.get('PATH', '')}")
         run = Run(env, Path(tmp))
         try:
             yield env_, sandbox, run
@@ -396,6 +409,12 @@ def _probe_totals(probe_dir: Path) -> dict[str, int]:
     return totals
 
 
+def _redis_cpu(client: redis.Redis) -> float:
+    """The server's CPU seconds so far (user + sys, ``INFO cpu``)."""
+    cpu = client.info("cpu")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"]
+
+
 def _commandstats(client: redis.Redis) -> dict[str, int]:
     return {k: v["calls"] for k, v in client.info("commandstats").items()}
 
@@ -415,11 +434,11 @@ def cost(report: Report, broker: str) -> None:
         wait_until(lambda: env_.results_count() >= len(warm), 30, 0.05)
         time.sleep(1.0)
         env_.server().config_resetstat()
-        probe0, cpu0 = _probe_totals(probe_dir), proc.cpu_seconds()
+        probe0, cpu0, redis0 = _probe_totals(probe_dir), proc.cpu_seconds(), _redis_cpu(env_.server())
         enqueue_ours(app, fresh_mobiles(tasks))
         wait_until(lambda: env_.results_count() >= len(warm) + tasks, tasks / 20 + 60, 0.05)
         time.sleep(0.5)  # let the probe files catch up
-        probe1, cpu1 = _probe_totals(probe_dir), proc.cpu_seconds()
+        probe1, cpu1, redis1 = _probe_totals(probe_dir), proc.cpu_seconds(), _redis_cpu(env_.server())
         stats = _commandstats(env_.server())
         done = env_.results_count() - len(warm)
         submitted = len([c for c in sandbox.calls("Submit") if c["reply"] == 2]) - len(warm)
@@ -431,6 +450,8 @@ def cost(report: Report, broker: str) -> None:
         report.add(name, "broker messages/task (1 consumed + worker publishes)",
                    1 + (probe1["published"] - probe0["published"]) / per)
         report.add(name, "worker CPU ms/task", (cpu1 - cpu0) * 1000 / per)
+        report.add(name, "Redis CPU µs/task (every role on one Redis; bench/roles.py splits it)",
+                   (redis1 - redis0) * 1e6 / per)
         report.add(name, "submitted", f"{submitted} of {tasks} (results {done})", str(tasks), submitted == tasks)
 
 

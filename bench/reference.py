@@ -18,8 +18,17 @@ from celery import Celery
 
 QUEUE = "vcbench.ref"
 
-app = Celery("vcbench-ref", broker=os.environ.get("REF_BROKER_URL", "redis://127.0.0.1:6379/11"),
-             backend=os.environ.get("REF_RESULT_BACKEND", "redis://127.0.0.1:6379/13"))
+
+def _url(name: str) -> str:
+    """Set by bench/perf.py to its private servers; no default, so no Redis of anybody else's is used."""
+    try:
+        return os.environ[name]
+    except KeyError:
+        raise RuntimeError(f"{name} is not set: bench/perf.py sets it to its private redis-server; "
+                           "to run bench.reference alone, set REF_BROKER_URL and REF_RESULT_BACKEND") from None
+
+
+app = Celery("vcbench-ref", broker=_url("REF_BROKER_URL"), backend=_url("REF_RESULT_BACKEND"))
 app.conf.update(
     task_default_queue=QUEUE,
     task_serializer="json",

@@ -10,10 +10,11 @@ from tasks.producer import InvalidPayload, Throttled, check_verification, start_
 def send_login_code(request):
     try:
         # The form's one-time nonce as request_id: a double submit starts one verification, one call.
-        verification = start_verification(request.POST.get("mobile", ""), request_id=f"login:{request.POST['nonce']}")
+        # The client's address as requester: one client cannot have a thousand numbers called.
+        verification = start_verification(request.POST.get("mobile", ""), request_id=f"login:{request.POST['nonce']}",
+                                          requester=request.META.get("REMOTE_ADDR"))
     except Throttled as exc:  # before InvalidPayload, which it is a kind of
-        return JsonResponse({"error": "too many calls to this number", "retry_after": round(exc.retry_after)},
-                            status=429)
+        return JsonResponse({"error": str(exc), "retry_after": round(exc.retry_after)}, status=429)
     except InvalidPayload as exc:
         return JsonResponse({"error": f"invalid {exc.field}"}, status=400)
     return JsonResponse({"verification_id": verification.id, "expires_at": verification.expires_at}, status=202)

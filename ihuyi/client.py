@@ -17,9 +17,10 @@ from http.client import HTTPException
 from typing import Callable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ProxyError, ReadTimeoutError
+import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ProtocolError, ProxyError
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import SSLError
+from urllib3.exceptions import ReadTimeoutError, SSLError
 
 from ihuyi.codes import SUBMIT_FAILED, SUCCESS, Outcome, classify
 from ihuyi.exceptions import PermanentError, TransientError
@@ -31,9 +32,10 @@ log = logging.getLogger(__name__)
 PASSWORD_MODES = ("dynamic", "apikey")
 REPLY_FORMATS = ("xml", "json")
 _BALANCE = re.compile(r"[0-9]{1,12}")
-# What a request can raise, a connection cut by the watchdog included (a shut TLS socket
-# may raise ValueError or a bare OSError past urllib3).
-_HTTP_FAILURES = (OSError, ValueError, HTTPException, Urllib3Error)
+# What a request can raise (requests' exceptions, urllib3's while the body is read), a
+# connection cut by the watchdog included (a shut TLS socket may raise ValueError or a bare
+# OSError past urllib3).
+_HTTP_FAILURES = (requests.RequestException, OSError, ValueError, HTTPException, Urllib3Error)
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ class IhuyiClient:
             if not 200 <= response.status < 300:
                 raise TransientError(f"{failed}: HTTP {response.status}")
             body = bytearray()
-            for chunk in response.stream(8192):
+            for chunk in response.stream(8192, decode_content=True):
                 body += chunk
                 if len(body) > self.max_reply_bytes:
                     raise TransientError(f"{failed}: reply larger than {self.max_reply_bytes} bytes")
@@ -206,12 +208,21 @@ def _with_method(url: str, method: str) -> str:
 def _sent(error: Exception | None) -> bool:
     """False only when ``error`` is a failure to connect: no byte of the request went out.
 
-    urllib3's NewConnectionError (refused, unreachable, DNS) is a kind of ConnectTimeoutError."""
+    requests raises ConnectTimeout for a connect that timed out, and ConnectionError around
+    urllib3's NewConnectionError (refused, unreachable, DNS), a kind of ConnectTimeoutError."""
+    if isinstance(error, requests.ConnectTimeout):
+        return False
+    if isinstance(error, requests.ConnectionError) and not isinstance(error, requests.exceptions.ProxyError):
+        reason = error.args[0] if error.args else None
+        error = reason.reason if isinstance(reason, MaxRetryError) else reason
     return not isinstance(error, ConnectTimeoutError)
 
 
 def _failure_name(error: Exception) -> str:
     """What kind of failure ``error`` is, in requests' words (the names operators know)."""
+    if isinstance(error, requests.RequestException):
+        return type(error).__name__
+    # urllib3's, raised while the body is read.
     if isinstance(error, NewConnectionError):
         return "ConnectionError"
     if isinstance(error, ConnectTimeoutError):

@@ -49,11 +49,18 @@ JSON body ``{"apiid": ..., "balance": N, "frozen": bool, "forced_code": int | nu
 keys unchanged). ``latency_ms`` delays every API reply, not the control ones. ``stop()`` ends
 every reply still waiting or dripping at once.
 
-Nothing is logged: mobile numbers and codes stay in memory.
+It is also the phone of a development loop: with no person behind it, showing the digits is
+its purpose. Each Submit can be written as one line to ``phone`` (a text stream: ``voicecode
+sandbox`` passes its standard output) with the time, the number, the digits its voice would
+read and the outcome (ihuyi's code, or the fault), and ``GET /`` serves the same as a page,
+newest first, that refreshes itself every 2 s (``voicecode sandbox calls`` prints it from the
+control API). Nothing else is written anywhere: no request log, and the numbers and codes of
+the calls stay in memory.
 """
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import re
 import signal
@@ -64,7 +71,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import EllipsisType
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
@@ -130,6 +137,8 @@ _PLACED = {"slow", "drip", "hang"}  # faults after which the call is still made
 _CONTROL_TYPES = {"balance": (int, type(None)), "frozen": (bool, type(None)),
                   "forced_code": (int, type(None))}
 _CALLER_CODES = {400, 4052}  # a forced code about the caller's IP answers GetNum too
+#: The newest calls the phone's page lists.
+PAGE_CALLS = 100
 
 
 def _md5(*parts: str) -> str:
@@ -161,6 +170,7 @@ class Sandbox:
         drip_headers: bool = False,
         initial_balance: int = 1000,
         clock_offset: float = 0.0,
+        phone: TextIO | None = None,
     ) -> None:
         self._accounts = dict(accounts)
         self._host, self._port = host, port
@@ -181,6 +191,8 @@ class Sandbox:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._phone = phone  # where each Submit is written as a line, if anywhere
+        self._phone_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -274,7 +286,8 @@ class Sandbox:
         """(code, voiceid, fault name or None) for one Submit, recorded."""
         with self._lock:
             code, voiceid, fault = self._decide_submit(p)
-            self._record("Submit", p, at, fault or code)
+            call = self._record("Submit", p, at, fault or code)
+        self._tell(phone_line(call))
         return code, voiceid, fault
 
     def _getnum(self, p: dict[str, str], at: float) -> tuple[int, str]:
@@ -287,11 +300,18 @@ class Sandbox:
             self._record("GetNum", p, at, code)
         return code, num
 
-    def _record(self, method: str, p: dict[str, str], at: float, reply: int | str) -> None:
-        self._calls.append(
-            {"method": method, "account": p["account"], "mobile": p["mobile"],
-             "content": p["content"], "at": at, "reply": reply}
-        )
+    def _tell(self, text: str) -> None:
+        """Write ``text`` and a newline to the phone, if there is one, in one piece."""
+        if self._phone is not None:
+            with self._phone_lock:
+                self._phone.write(text + "\n")
+                self._phone.flush()
+
+    def _record(self, method: str, p: dict[str, str], at: float, reply: int | str) -> dict[str, Any]:
+        call = {"method": method, "account": p["account"], "mobile": p["mobile"],
+                "content": p["content"], "at": at, "reply": reply}
+        self._calls.append(call)
+        return dict(call)
 
     def _auth(self, p: dict[str, str], *signed: str) -> int | None:
         account, password, stamp = p["account"], p["password"], p["time"]
@@ -361,6 +381,65 @@ class Sandbox:
             self._open.discard(conn)
 
 
+# -- the phone: how a Submit looks to the person called ---------------------------------
+
+def _printable(text: str, limit: int) -> str:
+    """``text`` safe on a terminal: control characters escaped, cut at ``limit`` characters."""
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[:limit])
+    return shown + ("…" if len(text) > limit else "")
+
+
+def phone_view(call: dict[str, Any]) -> dict[str, str]:
+    """One recorded Submit as the phone shows it: ``time``, ``mobile``, ``digits`` (as its voice
+    would read them), ``outcome`` (whether the phone rang, with ihuyi's code or the fault) and
+    ``rang`` (``"yes"`` or ``"no"``), every value printable."""
+    content, reply = str(call["content"]), call["reply"]
+    placed = reply == 2 or reply in _PLACED
+    if isinstance(reply, int):
+        why = f"code {reply} {MESSAGES.get(reply, UNKNOWN)}"
+    else:
+        why = f"fault {reply}"
+    return {
+        "time": time.strftime("%H:%M:%S", time.localtime(call["at"])),
+        "mobile": _printable(str(call["mobile"]), 20),
+        "digits": " ".join(content) if _CONTENT.fullmatch(content) else _printable(content, 20),
+        "outcome": f"{'rang' if placed else 'no call'} ({why})",
+        "rang": "yes" if placed else "no",
+    }
+
+
+def phone_line(call: dict[str, Any]) -> str:
+    """One Submit as a line: time, number, the digits read aloud, the outcome."""
+    view = phone_view(call)
+    return f"{view['time']}  {view['mobile']:11}  reads {view['digits']:11}  {view['outcome']}"
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>ihuyi sandbox phone</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; }} td, th {{ padding: .3em 1em; text-align: left; }}
+.digits {{ font: bold 1.5em monospace; }} tr.rang-no {{ color: #888; }}
+</style></head><body>
+<h1>ihuyi sandbox phone</h1>
+<p>Every Submit to this simulator, newest first: the number called and the digits its voice reads.
+This page refreshes itself every 2 s.</p>
+<table><thead><tr><th>time</th><th>number</th><th>reads</th><th>outcome</th></tr></thead>
+<tbody>
+{rows}</tbody></table>
+{empty}</body></html>
+"""
+_ROW = ('<tr class="call rang-{rang}"><td>{time}</td><td class="mobile">{mobile}</td>'
+        '<td class="digits">{digits}</td><td class="outcome">{outcome}</td></tr>\n')
+
+
+def phone_page(calls: list[dict[str, Any]]) -> bytes:
+    """The phone's page: the newest ``PAGE_CALLS`` Submits of ``calls`` (oldest first), newest first."""
+    views = [phone_view(call) for call in reversed(calls[-PAGE_CALLS:])]
+    rows = "".join(_ROW.format(**{k: html.escape(v) for k, v in view.items()}) for view in views)
+    return _PAGE.format(rows=rows, empty="" if views else "<p>No calls yet.</p>\n").encode("utf-8")
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
@@ -390,7 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.sandbox._closed(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass  # requests carry mobile numbers and codes: log nothing
+        pass  # requests carry mobile numbers and codes: no request log (the phone shows the Submits)
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         """The Date header: the sandbox's clock, offset included."""
@@ -417,6 +496,8 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == PATH:
             form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
             self._voice(at, query | {k: v[0] for k, v in form.items()}, body or url.query.encode())
+        elif route == ("GET", "/"):
+            self._send(200, "text/html; charset=utf-8", phone_page(self.server.sandbox.calls()))
         elif route == ("GET", "/_sandbox/calls"):
             method = query.get("method", "Submit")
             self._json(200, self.server.sandbox.calls(None if method == "all" else method))
@@ -534,7 +615,9 @@ def serve(
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    with Sandbox(accounts, host=host, port=port, latency_ms=latency_ms, slow_ms=slow_ms,
-                 drip_ms=drip_ms, drip_headers=drip_headers, initial_balance=initial_balance) as sandbox:
-        print(f"ihuyi sandbox listening on {sandbox.url}", flush=True)
+    with Sandbox(accounts, host=host, port=port, latency_ms=latency_ms, slow_ms=slow_ms, drip_ms=drip_ms,
+                 drip_headers=drip_headers, initial_balance=initial_balance, phone=sys.stdout) as sandbox:
+        # In one piece, so no Submit's line comes between the two.
+        sandbox._tell(f"ihuyi sandbox listening on {sandbox.url}\n"
+                      f"its phone: {sandbox.url.removesuffix(PATH)}/ and a line here for every Submit")
         stopping.wait()

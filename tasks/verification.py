@@ -5,9 +5,11 @@ keeps an HMAC of the code under an HMAC of the number, keyed with ``VOICECODE_SE
 plain code exists in this process only while it is enqueued; after that only in the task
 message (and, should the send fail, in the dead letter's replay record, which expires with it).
 
-A start is an enqueue, checked the same way and in the same order, the number's throttle
-before the pending verification is replaced: a start refused as throttled leaves the code the
-person already heard working. A ``request_id`` makes it idempotent: the same id again answers
+A start is an enqueue, checked the same way and in the same order, and counted against the
+number's throttle in the step that reserves it, before the pending verification is replaced:
+a start refused as throttled leaves the code the person already heard working, and the guess
+budget (``VERIFY_MAX_ATTEMPTS`` per start) is renewed no faster than the throttle allows,
+however far behind the workers are. A ``request_id`` makes it idempotent: the same id again answers
 the verification it started, with no new code and no second call. What each start answered
 is kept under its request id (hashed: it may hold the number) for as long as the id is.
 """
@@ -23,8 +25,8 @@ from typing import TYPE_CHECKING, Literal
 import redis
 
 from worker.errors import InvalidPayload
-from worker.sending.request import normalise_mobile
-from worker.stores.verifications import CheckResult, VerificationStore
+from worker.sending.request import normalise_code, normalise_mobile
+from worker.stores.verifications import CheckResult, VerificationStore, new_code
 
 if TYPE_CHECKING:
     from tasks.producer import Producer
@@ -57,25 +59,28 @@ class Verifications:
         self._answers = _StartAnswers(producer.state, producer.keep_seconds)
 
     def start(self, mobile: object, *, account: object = None, ttl: object = None, length: int = 6,
-              request_id: object = None) -> StartedVerification:
+              request_id: object = None, requester: object = None) -> StartedVerification:
         """See ``tasks.producer.start_verification``."""
         if type(length) is not int or length not in CODE_LENGTHS:
             raise InvalidPayload("length", "must be 4, 5 or 6 digits")
-        # Every check of an enqueue but the code's: it does not exist yet, a placeholder of its length stands in.
-        req, task_id = self._producer.request(mobile, "0" * length, account, request_id, ttl)
-        task_id, new = self._producer.reserve(req, task_id)
+        # Every check of an enqueue but the code's, which the service picks: a placeholder of its length stands in.
+        ticket = self._producer.request(mobile, "0" * length, account, request_id, ttl, requester)
+        ticket = dataclasses.replace(ticket, req=dataclasses.replace(ticket.req, code=new_code(length)))
+        req = ticket.req
+        # The start is one request whatever code it picked: a second start with the id is the same one.
+        task_id, new = self._producer.reserve(ticket, asked=("verify", req.mobile, req.account))
         if not new:
             return self._answer_of(req.request_id)
         try:
-            verification, code = self._store.start(req.mobile, req.ttl, length)
+            verification = self._store.start(req.mobile, req.ttl, req.code)
             started = StartedVerification(verification.id, verification.mobile, verification.expires_at, task_id)
             if request_id is not None:  # a fresh request id is never asked for again
                 self._answers.put(req.request_id, started)
             self._store.attach_task(req.mobile, verification.id, task_id)
-            self._producer.publish(dataclasses.replace(req, code=code), task_id)
+            self._producer.publish(req, task_id)
         except Exception:
             self._answers.forget(req.request_id)
-            self._producer.forget(req.request_id)
+            self._producer.withdraw(req)
             raise
         return started
 
@@ -83,7 +88,7 @@ class Verifications:
         """See ``tasks.producer.check_verification``."""
         number = normalise_mobile(mobile)
         try:
-            return self._store.check(number, code)
+            return self._store.check(number, normalise_code(code))  # type: ignore[arg-type]
         except ValueError:  # not 4 to 6 digits (or not a string): it can never match, and costs no attempt
             raise InvalidPayload("code", "must be a string of 4 to 6 ASCII digits") from None
 
@@ -92,8 +97,7 @@ class Verifications:
         deadline = time.monotonic() + STARTING_SECONDS
         while (started := self._answers.get(request_id)) is None:
             if time.monotonic() > deadline:
-                raise InvalidPayload("request_id", "already used by a send that is not a verification, "
-                                                   "or by a start that failed")
+                raise InvalidPayload("request_id", "already used by a start that failed")
             time.sleep(0.02)
         return started
 

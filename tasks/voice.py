@@ -1,4 +1,10 @@
-"""``send_voice_code``: thin; the work is in :mod:`worker.sending.flow`."""
+"""``send_voice_code``: thin; the work is in :mod:`worker.sending.flow`.
+
+``send_voice_code.delay(...)`` and ``.apply_async(...)`` from a web app go through the
+producer API (tasks/producer.py): validated, reserved and published exactly as
+``enqueue_voice_code``, with the same task id and the same errors. Only a worker retrying the
+task it runs publishes it again as it is.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -6,18 +12,20 @@ import inspect
 import logging
 from typing import Any
 
-import redis
 from celery import Task, signals
 from celery.exceptions import Ignore
 
+from tasks.producer import default_producer
 from worker.app import app
-from worker.broker.routing import queue_for
+from worker.broker.messages import TASK_NAME, send_options
+from worker.broker.transport import acked_by_finish
 from worker.celeryconf import MaskedTask
 from worker.errors import InvalidPayload
 from worker.ops.reporting import report_outcome
 from worker.sending.flow import Done, Park, RetryIn
-from worker.sending.request import validate
+from worker.sending.request import validate, validate_requester
 from worker.sending.retry import STATE_STORE
+from worker.stores.connection import TRANSIENT_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +34,31 @@ log = logging.getLogger(__name__)
 STATE_ALERT_EVERY = 60.0
 
 
-def _shape(mobile, code, account=None, request_id=None, ttl=None):  # noqa: ANN001 - the wire signature
-    """send_voice_code(mobile, code, account=None, request_id=None, ttl=None)"""
+def _shape(mobile, code, account=None, request_id=None, ttl=None, *, requester=None):  # noqa: ANN001 - the wire signature
+    """send_voice_code(mobile, code, account=None, request_id=None, ttl=None, *, requester=None)"""
 
 
 _SIGNATURE = inspect.signature(_shape)
 
 
-@app.task(name="send_voice_code", bind=True, base=MaskedTask, typing=False, max_retries=None)
+class SendVoiceCode(MaskedTask):
+    """The task's publishing side: see the module's docstring."""
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        if self.request.id is not None and options.get("task_id") == self.request.id:
+            return self.publish(args, kwargs, **options)  # Task.retry of the running task
+        if options:
+            raise InvalidPayload("options", f"not supported by send_voice_code: {', '.join(sorted(options))}")
+        try:
+            bound = _SIGNATURE.bind(*(args or ()), **(kwargs or {})).arguments
+        except TypeError as exc:
+            raise InvalidPayload("arguments", str(exc)) from None
+        return default_producer().enqueue(**bound)
+
+
+@app.task(name=TASK_NAME, bind=True, base=SendVoiceCode, typing=False, max_retries=None)
 def send_voice_code(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """send_voice_code(mobile, code, account=None, request_id=None, ttl=None) -> result JSON."""
+    """send_voice_code(mobile, code, account=None, request_id=None, ttl=None, *, requester=None) -> result JSON."""
     result = _run(self, args, kwargs)
     report_outcome(result)
     return result
@@ -55,7 +78,7 @@ def _run(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     """
     try:
         return _deliver(self, args, kwargs)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except TRANSIENT_ERRORS as exc:  # unreachable, or mid-failover (READONLY)
         self.app.alerts.raise_from_this_process(
             STATE_ALERT_EVERY, "state_store_unavailable", "*", level="error",
             message=f"the shared state Redis (REDIS_URL) is unreachable ({type(exc).__name__}): "
@@ -84,18 +107,30 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         return sender.reject_invalid(bound["mobile"], exc, task_id=self.request.id, request_id=bound.get("request_id")).result
     if not req.request_id:
         req = dataclasses.replace(req, request_id=self.request.id)
-    outcome = sender.send(req, task_id=self.request.id, enqueued_at=getattr(self.request, "enqueued_at", None))
+    if bound.get("requester") is not None:  # by name, naming who asks: the door's limits, here
+        try:
+            requester = validate_requester(bound["requester"])
+        except InvalidPayload as exc:
+            return sender.reject_invalid(req.mobile, exc, task_id=self.request.id, request_id=req.request_id).result
+        refused = sender.admit(req, requester, task_id=self.request.id)
+        if refused is not None:
+            return refused.result
+    task_result = self.app.task_result(self.request)
+    outcome = sender.send(req, task_id=self.request.id, enqueued_at=getattr(self.request, "enqueued_at", None),
+                          task_result=task_result)
     if isinstance(outcome, (Done, RetryIn)) and outcome.refusal is not None:
         self.app.alerts.for_refusal(outcome.refusal)
     if isinstance(outcome, RetryIn):
         raise self.retry(countdown=outcome.seconds, exc=None)
     if isinstance(outcome, Park):
+        message = send_options(req, self.request.id, getattr(self.request, "enqueued_at", None))
         self.app.stores.parking.park(outcome.seconds, {
-            "task_id": self.request.id,
-            "args": [req.mobile, req.code],
-            "kwargs": {"account": req.account, "request_id": req.request_id, "ttl": req.ttl},
-            "headers": {"enqueued_at": getattr(self.request, "enqueued_at", None)},
-            "queue": queue_for(req.account),
+            "task_id": message["task_id"], "args": list(message["args"]), "kwargs": message["kwargs"],
+            "headers": message["headers"], "queue": message["queue"].name,
         })
         raise Ignore()  # acked, no state stored: the parked copy (same task id) will finish it
+    if outcome.task_result_stored:
+        self.request.ignore_result = True  # Celery's backend would read and write it again
+        if task_result.ack is not None:
+            acked_by_finish(task_result.ack[0])
     return outcome.result

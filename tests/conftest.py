@@ -1,6 +1,8 @@
 """Fixtures for the real parts: Redis, RabbitMQ, the sandbox and worker processes.
 
-A broker that is not reachable skips its tests locally and fails them under ``CI=true``
+The session's own Redis is started here before any test module is imported, and stopped (with
+the session's RabbitMQ vhost deleted) at the end: see ``tests/servers.py``. Without RabbitMQ
+or ``rabbitmqctl`` the RabbitMQ tests are skipped locally and fail under ``CI=true``
 (``.ci/run`` starts the servers first).
 """
 from __future__ import annotations
@@ -13,13 +15,21 @@ from pathlib import Path
 import pytest
 
 from ihuyi.sandbox import Sandbox
-from tests.support import SANDBOX_ACCOUNTS, Stack, base_env, make_backend, reachable
+from tests import servers
+from tests.support import SANDBOX_ACCOUNTS, Stack, base_env, make_backend
 
 BACKENDS = ("embedded", "redis", "rabbitmq")
 #: Fixtures that start real worker (or Flower) processes: the tests that use them are the
 #: ``e2e`` tier, left out of ``make test-fast``.
 E2E_FIXTURES = frozenset({"stack", "poisoned", "input_stack", "hostile", "flower"})
-SERVERS = {"redis": [("127.0.0.1", 6379)], "rabbitmq": [("127.0.0.1", 5672), ("127.0.0.1", 6379)]}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    servers.session_redis()  # up before collection imports the modules that name its URLs
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    servers.stop_all()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -29,9 +39,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def require_servers(name: str) -> None:
-    missing = [f"{h}:{p}" for h, p in SERVERS.get(name, []) if not reachable(h, p)]
-    if missing:
-        message = f"{name} backend needs {', '.join(missing)}, which is unreachable"
+    """Skip (fail under ``CI=true``) a test of the ``rabbitmq`` backend without the session's vhost.
+
+    The other backends need only the session's own Redis, which is always there.
+    """
+    if name != "rabbitmq":
+        return
+    try:
+        servers.rabbitmq_vhost()
+    except servers.Unavailable as exc:
+        message = f"rabbitmq backend: {exc}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

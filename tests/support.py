@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import redis
 from celery import Celery
 from celery.result import AsyncResult
 
+from tests.servers import amqp_url, redis_url
 from worker.stores.deadletters import DeadLetterStore
 from worker.sending.masking import masked_call
 
@@ -41,14 +41,6 @@ ACCOUNTS = {
 }
 SANDBOX_ACCOUNTS = {spec["apiid"]: spec["apikey"] for spec in ACCOUNTS.values()}
 SECRETS = [spec["apikey"] for spec in ACCOUNTS.values()]
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
@@ -84,7 +76,8 @@ class Backend:
 
 
 def make_backend(name: str, tmp: Path, redis_db: int = 11) -> Backend:
-    """The backend ``name``; ``redis_db`` (and the next one) keep runs that share a Redis apart."""
+    """The backend ``name`` on the session's own servers (tests/servers.py); ``redis_db`` (and
+    the next one) keep the stacks of one session apart."""
     if name == "embedded":
         from worker.stores import embedded
 
@@ -92,10 +85,10 @@ def make_backend(name: str, tmp: Path, redis_db: int = 11) -> Backend:
         sock = embedded.ensure_running(state_dir)
         return Backend(name, {"VOICECODE_STATE_DIR": str(state_dir)}, f"redis+socket://{sock}", f"unix://{sock}")
     if name == "redis":
-        url = f"redis://127.0.0.1:6379/{redis_db}"
+        url = redis_url(redis_db)
         return Backend(name, {"CELERY_BROKER_URL": url, "REDIS_URL": url}, url, url)
-    state = f"redis://127.0.0.1:6379/{redis_db + 1}"
-    broker = "amqp://guest:guest@127.0.0.1:5672//"
+    state = redis_url(redis_db + 1)
+    broker = amqp_url()
     return Backend(name, {"CELERY_BROKER_URL": broker, "REDIS_URL": state}, broker, state)
 
 
@@ -183,7 +176,7 @@ class Stack:
         return self.client.send_task("send_voice_code", (mobile, code), kwargs, **options)
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT, env=self.env,
+        return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
     @property

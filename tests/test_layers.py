@@ -20,7 +20,7 @@ LAYERS = (
     ("worker.broker", "worker.ops"),
     ("worker.celeryconf", "worker.app"),
     ("tasks",),
-    ("worker.cli",),
+    ("cli",),
 )
 
 
@@ -33,7 +33,7 @@ def layer_of(module: str) -> int | None:
 
 def modules() -> list[tuple[str, Path]]:
     found = []
-    for package in ("config", "ihuyi", "worker", "tasks"):
+    for package in ("config", "ihuyi", "worker", "tasks", "cli"):
         for path in sorted((ROOT / package).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts
             found.append((".".join(parts[:-1] if parts[-1] == "__init__" else parts), path))

@@ -3,6 +3,11 @@
 Also the Celery-shaped pieces around the Celery-free send flow: the app that holds the
 process's stores and sender, the task base class that masks every publish, and the worker
 steps that re-publish parked tasks and announce the accounts the worker serves.
+
+The settings are read when Celery first needs them, not at import: a web app that imports
+the tasks (to call ``send_voice_code.delay``) has no ihuyi account, and gets the settings it
+shares with the workers (worker/broker/messages.py). A worker or beat whose settings are
+bad stops at start with one line naming the variable.
 """
 from __future__ import annotations
 
@@ -13,23 +18,32 @@ from functools import cached_property
 from typing import Any
 
 from celery import Celery, Task, bootsteps, signals
+from celery.app.task import Context
+from celery.backends.redis import RedisBackend
 from celery.worker.request import Request
 
 from config import ConfigError, Settings, get_settings
-from worker.broker.routing import DEFAULT_QUEUE, all_queues, queue_for
+from config.settings import get_producer_settings
+from worker.broker.messages import QueueKind, all_queues, queue_for, shared_conf
+from worker.broker.quorum import DeadLetterQueue, native_delay_options
+from worker.broker import transport
 from worker.ops.alerts import Alerts
 from worker.ops.sentry import BALANCE_MONITOR, init_sentry
 from worker.sending.flow import Sender
 from worker.sending.masking import masked_call
 from worker.stores import Stores
-from worker.stores.connection import resolve_urls
+from worker.stores.connection import Urls, resolve_urls
+from worker.stores.heartbeats import PROCESS
+from worker.stores.idempotency import TaskResult
 from worker.stores.parking import Mover
-from worker.stores.registry import WorkerRegistry
+from worker.stores.registry import Limits, WorkerRegistry
 
 #: How often a worker tells the registry which accounts it serves, and how long each word holds:
 #: a worker that died without withdrawing stops counting within a minute.
 ANNOUNCE_EVERY_SECONDS = 20.0
 ANNOUNCE_TTL_SECONDS = 60.0
+#: How soon a limit tripped at the door (a budget reached, a range under attack) is alerted on.
+GUARD_ALERT_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +64,54 @@ class VoiceCodeApp(Celery):
         return Sender(self.settings, self.stores)
 
     @cached_property
+    def urls(self) -> Urls:
+        return resolve_urls(self.settings)
+
+    @cached_property
+    def results_in_state(self) -> bool:
+        """Celery's results are kept by its Redis backend in the state Redis, as plain as the
+        send writes them (:class:`TaskResult`)."""
+        return self.urls.results_in_state and isinstance(self.backend, RedisBackend) and not self.conf.result_extended
+
+    def task_result(self, request: Context) -> TaskResult | None:
+        """Where the send may store the result of the task ``request`` runs, in the round trip
+        that finishes the request, instead of Celery reading and writing it after the task
+        returns: when the results are in the state Redis and the task is a plain one (not
+        eager, not in a group, chain or chord, whose results Celery links). When the broker
+        is there too, the same step acks the task's message."""
+        if not self.results_in_state or request.is_eager or request.group or request.parent_id or request.chord:
+            return None
+        key = self.backend.get_key_for_task(request.id)
+        tag = (request.delivery_info or {}).get("delivery_tag")
+        ack = (tag, transport.ack_keys(PROCESS.identity)) if self.urls.broker_in_state and isinstance(tag, str) else None
+        return TaskResult(key.decode() if isinstance(key, bytes) else key, request.id, int(self.backend.expires), ack)
+
+    @cached_property
     def alerts(self) -> Alerts:
         return Alerts(self.stores.redis, self.settings.alert_dedup_seconds)
 
+    @cached_property
+    def registry(self) -> WorkerRegistry:
+        return WorkerRegistry(self.stores.redis)
+
     def republish(self, message: dict[str, Any]) -> None:
         """Put a parked ``send_voice_code`` back on its queue (called by the parking mover)."""
-        self.tasks["send_voice_code"].apply_async(
+        self.tasks["send_voice_code"].publish(
             message["args"], message["kwargs"], task_id=message["task_id"], headers=message["headers"],
             queue=message["queue"],
         )
+
+    def celery_conf(self) -> dict[str, Any]:
+        """Every Celery setting: a worker's, or, where the worker's settings cannot be read (a web
+        app, which has no ihuyi account), the ones it shares with the workers."""
+        try:
+            return worker_conf(self.settings)
+        except ConfigError:
+            try:
+                urls = resolve_urls(get_producer_settings())
+            except ConfigError:
+                return {}  # a worker or beat says why at start (_settings_or_exit); a producer when it publishes
+            return shared_conf(urls.broker, urls.result_backend, urls.sentinel_master)
 
 
 class MaskedRequest(Request):
@@ -70,6 +123,8 @@ class MaskedRequest(Request):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._argsrepr, self._kwargsrepr = masked_call(self._args, self._kwargs)
+        # For the task's last step to ack its message (VoiceCodeApp.task_result).
+        self._delivery_info["delivery_tag"] = self._message.delivery_tag
 
 
 class MaskedTask(Task):
@@ -78,9 +133,12 @@ class MaskedTask(Task):
 
     Request = MaskedRequest
 
-    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+    def publish(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """Publish as Celery does, the arguments masked (a countdown fit for quorum queues' delays)."""
         options["argsrepr"], options["kwargsrepr"] = masked_call(args or (), kwargs or {})
-        return super().apply_async(args, kwargs, **options)
+        return super().apply_async(args, kwargs, **native_delay_options(self.app, options))
+
+    apply_async = publish
 
 
 class ParkingMover(bootsteps.StartStopStep):
@@ -106,9 +164,9 @@ def served_accounts(app: VoiceCodeApp) -> list[str]:
 
 
 class RegistryAnnouncer(bootsteps.StartStopStep):
-    """Each worker announces the accounts it serves (worker/stores/registry.py) and withdraws them
-    when it stops, so a producer refuses an account no live worker serves instead of leaving its
-    task on a queue nobody reads.
+    """Each worker announces the accounts it serves and the limits it keeps (worker/stores/registry.py),
+    and withdraws from the live workers when it stops: a producer refuses an account no worker
+    has served instead of leaving its task on a queue nobody reads, and checks the workers' limits.
 
     The first announcement is made before the worker reports ready, then one every
     ANNOUNCE_EVERY_SECONDS from a thread that outlives any failure of the state Redis.
@@ -120,7 +178,7 @@ class RegistryAnnouncer(bootsteps.StartStopStep):
         self._thread = threading.Thread(target=self._run, args=(worker,), name="registry-announcer", daemon=True)
 
     def start(self, worker: Any) -> None:
-        self._registry = WorkerRegistry(worker.app.stores.redis)
+        self._registry = worker.app.registry
         accounts = self._announce(worker)
         if accounts is not None:
             log.info("worker registry: serving accounts %s", ", ".join(accounts) or "(none)")
@@ -145,7 +203,8 @@ class RegistryAnnouncer(bootsteps.StartStopStep):
         """Announce the accounts served now; None when the state Redis did not take it."""
         accounts = served_accounts(worker.app)
         try:
-            self._registry.announce(worker.hostname, accounts, ttl=ANNOUNCE_TTL_SECONDS)
+            self._registry.announce(worker.hostname, accounts, ttl=ANNOUNCE_TTL_SECONDS,
+                                    limits=Limits.of(worker.app.settings))
         except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure
             log.warning("worker registry: announcing failed (%s: %s); trying again in %g s",
                         type(exc).__name__, exc, ANNOUNCE_EVERY_SECONDS)
@@ -154,47 +213,39 @@ class RegistryAnnouncer(bootsteps.StartStopStep):
 
 
 def create_app() -> VoiceCodeApp:
-    try:
-        settings = get_settings()
-    except ConfigError as exc:
-        raise SystemExit(f"voicecode: configuration error: {exc}") from None
-    urls = resolve_urls(settings)
-    app = VoiceCodeApp("voicecode", include=["tasks.voice", "tasks.balance", "tasks.accounts"])
+    """The app, its settings a promise: read when Celery first asks for one (see the module's docstring)."""
+    app = VoiceCodeApp("voicecode", include=["tasks.voice", "tasks.balance", "tasks.accounts", "tasks.guards"])
     app.steps["worker"].add(ParkingMover)
     app.steps["worker"].add(RegistryAnnouncer)
-    transport_options: dict[str, object] = {}
-    if urls.broker.startswith("redis"):
-        # An unacked message is handed to another worker after this long. Longer than any
-        # retry countdown (VOICECODE_RETRY_CAP) so ETA retries do not run twice, and well
-        # inside the default 300 s TTL so a killed worker's codes are still sent in time.
-        transport_options["visibility_timeout"] = settings.visibility_timeout
-        # Kombu looks for messages past their visibility timeout only every interval x throttle
-        # seconds (10 x 10 by default): a killed worker's tasks waited up to 100 s on top of
-        # the timeout. Sweep every few seconds, and scan on each sweep.
-        transport_options["unacked_restore_interval"] = max(1, min(10, settings.visibility_timeout // 4))
-        transport_options["unacked_restore_throttle"] = 1
-    else:
-        # Wait for RabbitMQ to confirm each publish: a message is not lost between us and the broker.
-        transport_options["confirm_publish"] = True
-    app.conf.update(
-        broker_url=urls.broker,
-        result_backend=urls.result_backend,
-        broker_transport_options=transport_options,
-        result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
-        broker_connection_retry_on_startup=True,
-        # No AMQP heartbeats. With them Celery's main loop also reads the connection task
-        # events go out on, while with the threads pool each pool thread reads that socket for
-        # its event's publisher confirm: the two take each other's frames and the worker hangs.
-        # py-amqp's TCP keepalive (60 s idle, then 9 probes 10 s apart) notices a dead broker.
-        broker_heartbeat=0,
-        # Only JSON on the wire: no pickle from foreign producers.
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        # Queues named for the product, so it can share a broker with other apps; one per
-        # account (worker/broker/routing.py) so accounts do not wait behind each other.
-        task_default_queue=DEFAULT_QUEUE,
-        task_queues=all_queues(settings.accounts),
+    app.steps["consumer"].add(DeadLetterQueue)
+    app.add_defaults(app.celery_conf)
+    return app
+
+
+def worker_conf(settings: Settings) -> dict[str, Any]:
+    """A worker's Celery settings: the shared ones (worker/broker/messages.py) and its own."""
+    urls = resolve_urls(settings)
+    conf = shared_conf(urls.broker, urls.result_backend, urls.sentinel_master, settings.wait_replicas)
+    if urls.broker.startswith(("redis", "sentinel")):
+        conf["broker_transport_options"] = {
+            **conf["broker_transport_options"],  # the master name and the replicas to wait for
+            # An unacked message is handed to another worker after this long. Longer than any
+            # retry countdown (VOICECODE_RETRY_CAP) so ETA retries do not run twice, and well
+            # inside the default 300 s TTL so a killed worker's codes are still sent in time.
+            "visibility_timeout": settings.visibility_timeout,
+            # Kombu looks for messages past their visibility timeout only every interval x
+            # throttle seconds (10 x 10 by default): a killed worker's tasks waited up to 100 s
+            # on top of the timeout. Sweep every few seconds, and scan on each sweep.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 4)),
+            "unacked_restore_throttle": 1,
+        }
+    conf.update(
+        # One queue per account (worker/broker/messages.py) so accounts do not wait behind each other.
+        task_queues=all_queues(settings.accounts, QueueKind(settings.queue_type, settings.delivery_limit)),
+        # Quorum queues (RABBITMQ_QUEUE_TYPE): Celery then turns global QoS off and delays retries
+        # natively (worker/broker/quorum.py); classic by default, as declared before.
+        task_default_queue_type=settings.queue_type,
+        worker_detect_quorum_queues=True,
         # Ack after the task ran and requeue when the worker process dies: at-least-once,
         # with duplicates stopped by the request_id record.
         task_acks_late=True,
@@ -216,13 +267,23 @@ def create_app() -> VoiceCodeApp:
         # too. Always on, they cost about 30 % of a worker's throughput. Producers still send
         # task-sent events, so Flower sees a task the moment it is enqueued.
         worker_send_task_events=False,
-        task_send_sent_event=True,
         beat_schedule={
             BALANCE_MONITOR: {"task": "check_balance", "schedule": settings.balance_check_seconds},
             "probe-paused-accounts": {"task": "probe_paused_accounts", "schedule": settings.account_probe_seconds},
+            "raise-guard-alerts": {"task": "raise_guard_alerts", "schedule": GUARD_ALERT_SECONDS},
         },
     )
-    return app
+    return conf
+
+
+@signals.celeryd_init.connect
+@signals.beat_init.connect
+def _settings_or_exit(**_: object) -> None:
+    """A worker or beat with a bad setting stops here, before anything else reads them, with one line."""
+    try:
+        get_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"voicecode: configuration error: {exc}") from None
 
 
 @signals.worker_ready.connect
@@ -241,8 +302,6 @@ def _freeze_startup_objects(**_: object) -> None:
 @signals.celeryd_init.connect
 def _redis_transport_in_worker(**_: object) -> None:
     """Workers consume from Redis with worker/broker/transport.py; producers, beat and Flower keep kombu's."""
-    from worker.broker import transport
-
     transport.install()
 
 

@@ -2,7 +2,9 @@
 
     ValueError
     ├── InvalidPayload      a send_voice_code request is not acceptable (``field`` names the argument)
-    │   └── Throttled       the number was called too often (``retry_after`` seconds)
+    │   ├── Throttled       the number, the requester or the number's range asked too often (``retry_after`` seconds)
+    │   ├── OverBudget      the account reached its daily call budget
+    │   └── RequestIdConflict  a request id used before for another number, code or account
     └── InvalidEnvelope     a message on a queue is not one the worker can act on
     LookupError
     └── NotReplayable       a dead letter that cannot be sent again
@@ -23,11 +25,37 @@ class InvalidPayload(ValueError):
 
 
 class Throttled(InvalidPayload):
-    """This number was called too often; ``retry_after`` says in how many seconds it may be again."""
+    """Too many calls: to this number (``limit`` ``number``), asked by this requester
+    (``requester``), or to numbers of this number's range (``range``, a range under attack);
+    ``retry_after`` says in how many seconds it may be again."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("mobile", f"too many calls to this number; retry after {retry_after:.0f} s")
+    _PROBLEMS = {"number": ("mobile", "too many calls to this number"),
+                 "requester": ("requester", "too many calls asked for by this requester"),
+                 "range": ("mobile", "too many numbers of this range called recently")}
+
+    def __init__(self, retry_after: float, limit: str = "number") -> None:
+        field, problem = self._PROBLEMS[limit]
+        super().__init__(field, f"{problem}; retry after {retry_after:.0f} s")
         self.retry_after = retry_after
+        self.limit = limit
+
+
+class OverBudget(InvalidPayload):
+    """The account has taken its daily call budget (``daily_budget``): nothing more today (UTC)."""
+
+    def __init__(self, account: str, budget: int) -> None:
+        super().__init__("account", f"account {account!r} has reached its daily budget of {budget} calls; "
+                                    "new requests are refused until midnight UTC")
+        self.budget = budget
+
+
+class RequestIdConflict(InvalidPayload):
+    """The request id was used before for another request (another number, code or account):
+    nothing is sent. ``shown_id`` is the request id as it may be shown (its digit runs masked)."""
+
+    def __init__(self, shown_id: str) -> None:
+        super().__init__("request_id", f"{shown_id!r} was used before for another number, code or account; "
+                                       "use a new request id for a new request")
 
 
 class InvalidEnvelope(ValueError):

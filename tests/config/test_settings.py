@@ -10,10 +10,12 @@ import sys
 import pytest
 
 from config.settings import MAX_TTL, ConfigError, Rate, Window, load_settings, parse_rate, parse_throttle
+from tests.servers import redis_url
 from tests.support import ROOT
 
 BASE = {"IHUYI_APIID": "id", "IHUYI_APIKEY": "key"}
-AMQP = {**BASE, "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "REDIS_URL": "redis://127.0.0.1:6379/15"}
+#: Only parsed, never connected to (``.invalid`` never resolves).
+AMQP = {**BASE, "CELERY_BROKER_URL": "amqp://guest:guest@rabbitmq.invalid/voicecode", "REDIS_URL": "redis://redis.invalid/15"}
 
 
 def test_defaults_match_the_design():
@@ -25,7 +27,7 @@ def test_defaults_match_the_design():
     assert (s.metrics_basic_auth, s.metrics_port, s.metrics_address) == (None, 9808, "127.0.0.1")
     assert s.mobile_throttle == (Window(1, 60), Window(5, 3600), Window(10, 86400))
     assert s.embedded and s.sentry_dsn is None
-    assert (s.worker_pool, s.worker_concurrency) == ("threads", 32)
+    assert (s.worker_pool, s.worker_concurrency) == ("threads", 64)
     assert (s.flower_address, s.flower_port) == ("127.0.0.1", 5555)
 
 
@@ -139,7 +141,7 @@ def test_rates_and_windows_parse():
     assert parse_throttle("X", "") == ()
 
 
-@pytest.mark.parametrize("argv", [["-m", "worker.cli", "accounts"], ["-m", "celery", "-A", "worker.app", "worker"]])
+@pytest.mark.parametrize("argv", [["-m", "cli", "accounts"], ["-m", "celery", "-A", "worker.app", "worker"]])
 def test_a_bad_value_stops_the_process_with_one_line(argv):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IHUYI_", "VOICE", "CELERY_", "REDIS_"))}
     env.update(BASE, VOICE_CODE_TTL="soon", VOICECODE_ENV_FILE=os.devnull)
@@ -150,8 +152,8 @@ def test_a_bad_value_stops_the_process_with_one_line(argv):
 
 
 def minimal_env(**extra: str) -> dict[str, str]:
-    """Only what a worker needs to start, on a Redis database no other test uses for queues."""
-    return {**BASE, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/15", "VOICECODE_ENV_FILE": os.devnull, **extra}
+    """Only what a worker needs to start, on a database of the session's Redis no other test uses for queues."""
+    return {**BASE, "CELERY_BROKER_URL": redis_url(15), "VOICECODE_ENV_FILE": os.devnull, **extra}
 
 
 def test_a_bad_worker_concurrency_stops_the_worker_with_one_line():

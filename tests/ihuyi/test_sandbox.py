@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -16,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from ihuyi.sandbox import Sandbox
+from ihuyi.sandbox import PAGE_CALLS, Sandbox
 
 APIID, APIKEY = "C12345678", "0123456789abcdef0123456789abcdef"
 OTHER, OTHER_KEY = "C87654321", "fedcba9876543210fedcba9876543210"
@@ -382,6 +384,69 @@ def test_a_body_cut_short_is_neither_handled_nor_recorded(sb):
     assert sb.calls(None) == []
 
 
+# -- the phone ----------------------------------------------------------------------------
+
+ROW = re.compile(r'<tr class="call rang-(yes|no)"><td>[0-9:]{8}</td><td class="mobile">(.*?)</td>'
+                 r'<td class="digits">(.*?)</td><td class="outcome">(.*?)</td></tr>')
+
+
+def phone_page(sb: Sandbox) -> requests.Response:
+    return requests.get(sb.url.split("/webservice/")[0] + "/", timeout=5)
+
+
+def test_the_phone_page_lists_each_submit_with_its_digits_newest_first(sb):
+    empty = phone_page(sb)
+    assert empty.status_code == 200 and empty.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert ROW.findall(empty.text) == [] and "No calls yet." in empty.text
+    submit(sb, content="4821")
+    getnum(sb)  # not a call: not on the phone
+    submit(sb, "19900004051", "123456")
+    submit(sb, "13900139000", "<b>&'\"")
+    page = phone_page(sb).text
+    assert '<meta http-equiv="refresh" content="2">' in page
+    assert ROW.findall(page) == [
+        ("no", "13900139000", "&lt;b&gt;&amp;&#x27;&quot;", "no call (code 4070 语音验证码内容必须为4-6位数字)"),
+        ("no", "19900004051", "1 2 3 4 5 6", "no call (code 4051 剩余条数不足)"),
+        ("yes", MOBILE, "4 8 2 1", "rang (code 2 提交成功)"),
+    ]
+    assert "<b>" not in page
+
+
+def test_the_phone_page_escapes_everything_and_shows_the_newest_calls_only(sb):
+    sb.set_account(APIID, balance=PAGE_CALLS + 10)
+    submit(sb, "<script>alert(1)</script>", "1234", password=APIKEY)
+    for n in range(PAGE_CALLS):
+        submit(sb, f"138{n:08d}", "1234", password=APIKEY)
+    rows = ROW.findall(phone_page(sb).text)
+    assert len(rows) == PAGE_CALLS and rows[0][1] == f"138{PAGE_CALLS - 1:08d}" and rows[-1][1] == "13800000000"
+    sb.reset()
+    submit(sb, "<b>1</b>", "<i>", password=APIKEY)
+    submit(sb, "<script>alert(1)</script>", "1234", password=APIKEY)
+    assert [row[1:3] for row in ROW.findall(phone_page(sb).text)] == [
+        ("&lt;script&gt;alert(1)&lt;/sc…", "1 2 3 4"),  # cut at 20 characters, then escaped
+        ("&lt;b&gt;1&lt;/b&gt;", "&lt;i&gt;"),
+    ]
+
+
+def test_the_phone_console_has_a_line_for_each_submit():
+    console = io.StringIO()
+    with Sandbox({APIID: APIKEY}, phone=console, initial_balance=1) as phone:
+        submit(phone, content="482159")
+        getnum(phone)
+        submit(phone, "13900139000", "1234")  # the balance is spent
+        with pytest.raises(requests.ConnectionError):
+            submit(phone, "19902200000", "1234")  # a connection reset: no reply
+        submit(phone, "1380\x1b[2J", "1234")
+    lines = console.getvalue().splitlines()
+    assert [line[8:] for line in lines] == [
+        f"  {MOBILE}  reads 4 8 2 1 5 9  rang (code 2 提交成功)",
+        "  13900139000  reads 1 2 3 4      no call (code 4051 剩余条数不足)",
+        "  19902200000  reads 1 2 3 4      no call (fault reset)",
+        "  1380\\x1b[2J  reads 1 2 3 4      no call (code 406 手机格式不正确)",  # a terminal escape, shown escaped
+    ]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d", line[:8]) for line in lines)
+
+
 # -- the server ---------------------------------------------------------------------------
 
 def test_keep_alive_reuses_one_connection(sb):
@@ -423,6 +488,8 @@ def test_serve_until_sigterm():
         reply = requests.post(url + "?method=Submit", data={
             "account": APIID, "password": APIKEY, "mobile": MOBILE, "content": "1234"}, timeout=5)
         assert code_of(reply) == 2
+        assert proc.stdout.readline() == f"its phone: {url.removesuffix('/webservice/voice.php')}/ and a line here for every Submit\n"
+        assert proc.stdout.readline()[8:] == f"  {MOBILE}  reads 1 2 3 4      rang (code 2 提交成功)\n"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     finally:

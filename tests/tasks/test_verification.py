@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -148,7 +149,7 @@ def test_cli_verify_start_and_check(producer_stack: Stack, sandbox):
     mobile = unique_mobile("133")
 
     def voicecode(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "worker.cli", "verify", *args], cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "cli", "verify", *args], cwd=ROOT,
                               env=producer_env(producer_stack), capture_output=True, text=True, timeout=60)
 
     start = voicecode("start", mobile, "--ttl", "120", "--wait", "30")
@@ -173,8 +174,41 @@ def test_verifying_without_a_secret_names_the_variable():
         with pytest.raises(ConfigError) as refused:
             verify()
         assert refused.value.variable == "VOICECODE_SECRET"
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "verify", "check", "13800138000", "123456"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "cli", "verify", "check", "13800138000", "123456"], cwd=ROOT,
                           env={"PATH": os.environ["PATH"], "VOICECODE_ENV_FILE": os.devnull},
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr.startswith("voicecode: configuration error: VOICECODE_SECRET: not set")
+
+
+@pytest.mark.parametrize("behind", ["stopped", "backlog"])
+def test_guesses_stay_within_the_budget_of_accepted_starts_whatever_the_workers_do(
+        producer_stack: Stack, producer: Producer, sandbox, behind):
+    """A bot loops start + guesses on one number while the workers are stopped (SIGSTOP) or behind a
+    backlog on a 10/s account: starts are counted where they are accepted, so at most the throttle's
+    (2/60s) are, and each renews at most VERIFY_MAX_ATTEMPTS (3) guesses."""
+    mobile, account = unique_mobile("139"), "slow"  # slow: 10/s
+    worker = producer_stack.workers[0]
+    if behind == "stopped":
+        worker.process.send_signal(signal.SIGSTOP)
+    else:
+        for _ in range(50):
+            producer.enqueue(unique_mobile("137"), "1234", account=account)
+    try:
+        started = throttled = evaluated = 0
+        for attempt in range(200):
+            try:
+                producer.verifications.start(mobile, account=account)
+                started += 1
+            except Throttled:
+                throttled += 1
+            for guess in range(6):
+                if producer.verifications.check(mobile, f"{attempt:03d}{guess:03d}").status in ("rejected", "approved"):
+                    evaluated += 1
+    finally:
+        if behind == "stopped":
+            worker.process.send_signal(signal.SIGCONT)
+    print(f"\n[brute force, workers {behind}] starts accepted {started}, refused {throttled}, "
+          f"guesses evaluated {evaluated} of {200 * 6}")
+    assert started == 2 and throttled == 198
+    assert evaluated <= started * 3

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
+import uuid
 
 import pytest
 
@@ -21,14 +23,48 @@ def result_of(async_result) -> dict:
 
 def test_success_returns_voiceid_and_masked_result(stack, sandbox):
     mobile = unique_mobile("138")
-    result = result_of(stack.send(mobile, "4821"))
+    pending = stack.send(mobile, "4821")
+    result = result_of(pending)
     assert result["status"] == "submitted"
     assert result["voiceid"].isdigit() and result["voiceid"] != "0"
     assert result["code"] == 2 and result["attempts"] == 1 and result["account"] == "default"
     assert result["mobile"] == f"{mobile[:3]}****{mobile[-4:]}"
     calls = submits(sandbox, mobile)
     assert len(calls) == 1 and calls[0]["content"] == "4821"
-    assert mobile not in json.dumps(result) and "4821" not in json.dumps(result)
+    # The request id defaults to the task id, a UUID whose hex may hold any run of digits.
+    assert result["request_id"] == pending.id
+    shown = json.dumps({name: value for name, value in result.items() if name != "request_id"})
+    assert mobile not in shown and "4821" not in shown
+
+
+def test_the_result_is_stored_in_the_sends_own_round_trip_not_again_by_celery(stack, sandbox):
+    """The results are in the state Redis: the script that finishes the request stores the task's
+    result and publishes it, and Celery's backend neither reads it back nor writes it again.
+    A Redis broker there too: the same script acks the message, and Celery's ack makes no round trip."""
+    seen, stop = [], f"end-{uuid.uuid4().hex}"
+
+    def watch(monitor) -> None:
+        for command in monitor.listen():
+            if stop in command["command"]:
+                return
+            seen.append(command)
+
+    with stack.state.monitor() as monitor:
+        watcher = threading.Thread(target=watch, args=(monitor,), daemon=True)
+        watcher.start()
+        pending = stack.send(unique_mobile("138"), "4821")
+        wait_for(lambda: f"[{pending.id}] succeeded" in stack.workers[0].text(), RESULT_TIMEOUT, what="the task's end")
+        stack.state.echo(stop)
+        watcher.join(10)
+    key, waiting = f"celery-task-meta-{pending.id}", {"SUBSCRIBE", "UNSUBSCRIBE"}  # this test's own wait
+    on_result = [(c["client_type"], verb) for c in seen for verb, *args in [c["command"].split()]
+                 if args[:1] == [key] and verb not in waiting]
+    assert on_result == [("lua", "SET"), ("lua", "PUBLISH")], on_result
+    acks = [c["command"] for c in seen if c["client_type"] != "lua" and c["command"].split()[:2] in
+            (["ZREM", "unacked_index"], ["HDEL", "unacked"])]
+    assert not acks, acks[:3]
+    assert stack.state.hlen("unacked") == 0
+    assert result_of(pending)["status"] == "submitted"
 
 
 def test_code_zero_twice_then_success_is_three_calls_one_result(stack, sandbox):

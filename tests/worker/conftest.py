@@ -1,4 +1,4 @@
-"""Fixtures for the worker's shared-state modules: a flushed real Redis database."""
+"""Fixtures for the worker's shared-state modules: a flushed database of the session's own Redis."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -6,16 +6,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.conftest import require_servers
+from tests.servers import redis_client
 
 TEST_DB = 13
 
 
 @pytest.fixture
 def redis_db() -> Iterator[redis.Redis]:
-    """Database 13 of the local Redis, empty at the start of the test; skipped when unreachable (failed under CI)."""
-    require_servers("redis")
-    client = redis.Redis(host="127.0.0.1", port=6379, db=TEST_DB)
+    """Database 13 of the session's Redis (tests/servers.py), empty at the start of the test."""
+    client = redis_client(TEST_DB)
     client.flushdb()
     try:
         yield client

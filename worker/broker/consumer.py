@@ -9,7 +9,6 @@ and some shapes made it raise in the main loop, which stopped the worker.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -18,27 +17,21 @@ from celery.worker.consumer import Consumer
 from worker.stores.deadletters import DeadLetter
 from worker.broker.envelope import check_task_message
 from worker.errors import InvalidEnvelope
-from worker.sending.masking import mask_mobile
+from worker.sending.masking import mask_digit_runs
 
 log = logging.getLogger(__name__)
-
-_DIGIT_RUN = re.compile(r"[0-9]{8,}")
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _task_id(message: Any) -> str | None:
     """The message's task id, to name it in the log and the dead letter, masked like a mobile number.
 
-    A foreign producer chooses it, and it could hold a mobile number: every run of digits
-    longer than a masked number shows (7) is masked.
+    A foreign producer chooses it, and it could hold a mobile number: its digit runs are masked.
     """
     headers = message.headers if isinstance(message.headers, dict) else {}
     task_id = headers.get("id")
     if not isinstance(task_id, str) or len(task_id) > 64 or not task_id.isascii() or not task_id.isprintable():
         return None
-    if _UUID.fullmatch(task_id):  # Celery's own ids: shown whole, to find the task by
-        return task_id
-    return _DIGIT_RUN.sub(lambda run: mask_mobile(run[0]), task_id)
+    return mask_digit_runs(task_id)
 
 
 class SafeConsumer(Consumer):

@@ -12,14 +12,17 @@ local function js(value)
   return cjson.encode(value)
 end
 if redis.call('EXISTS', KEYS[6]) == 0 or redis.call('EXISTS', unpack(KEYS, 7)) == 0 then return {} end
-local taken, out, found = 0, {}, true
+local taken, out, found, empty = 0, {}, true, {}
 while taken < limit and found do
   found = false
   for first = 7, #KEYS, per do
     if taken >= limit then break end
     for key = first, first + per - 1 do
-      local raw = redis.call('RPOP', KEYS[key])
-      if raw then
+      -- A list found empty stays empty while the script runs: it is not asked again.
+      local raw = not empty[key] and redis.call('RPOP', KEYS[key])
+      if not raw then
+        empty[key] = true
+      else
         local ok, message = pcall(cjson.decode, raw)
         local tag = ''
         if ok and type(message) == 'table' and type(message.properties) == 'table'

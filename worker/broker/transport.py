@@ -18,6 +18,14 @@ seconds, not after the visibility timeout. Everything else (acks, rejects, resto
 visibility timeout, fanout, the synchronous ``drain_events`` path used outside a worker) is
 kombu's own. Worker processes :func:`install` it (worker/celeryconf.py); producers, beat and
 Flower keep kombu's.
+
+The same works on a primary behind Redis Sentinel (``sentinel://`` URLs, kombu's
+``SentinelChannel`` with the ``master_name`` transport option): :class:`SentinelTransport`.
+With the ``wait_replicas`` transport option (REDIS_WAIT_REPLICAS: 1 by default behind
+Sentinel), every publish is followed, on the same connection, by ``WAIT <n> WAIT_TIMEOUT_MS``:
+the publish returns once a replica holds the message, so a failover that promotes that replica
+cannot lose a task whose enqueue returned. The producer API publishes with this transport too
+when it waits for replicas (tasks/producer.py).
 """
 from __future__ import annotations
 
@@ -30,7 +38,8 @@ from typing import Any
 import kombu.transport
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
+from redis.exceptions import ReadOnlyError
 
 from worker.broker.envelope import check_redis_envelope
 from worker.broker.heartbeat import RECOVER_SECONDS, OwnerKeys, Recovery
@@ -51,14 +60,51 @@ IDLE_POLL_SECONDS = 0.05
 IDLE_AFTER_SECONDS = 1.0
 #: The most messages one script call takes, so one worker does not take a whole backlog.
 TAKE_MAX = 32
+#: How long a publish waits for its replicas (milliseconds) before it returns without them:
+#: a replica down or far behind must not stop every enqueue. That case is logged and counted.
+WAIT_TIMEOUT_MS = 2000
+
+#: How often a publishing channel asks its primary how many replicas it has (``INFO replication``):
+#: a publish waits for no more replicas than are connected, so a primary left alone after a
+#: failover (its old primary dead) does not hold every publish for WAIT_TIMEOUT_MS.
+REPLICAS_CHECK_SECONDS = 1.0
+
+#: Publishes that returned before enough replicas held them (replica down or slow), in this process.
+_unreplicated = itertools.count(1)
+
+#: Delivery tags whose unacked entries the send's own last step dropped (worker/stores/idempotency.py's
+#: ``TaskResult``): their ack is kombu's in-memory part only, with no round trip of its own.
+_acked_by_finish: set[str] = set()
+
+
+def ack_keys(identity: str) -> list[str]:
+    """What an ack drops a message from, in the order idempotency_finish.lua takes them: the
+    unacked index and hash, the owner hash and the owned set of ``identity``, its taker."""
+    owners = OwnerKeys.of(Channel.unacked_key)
+    return [Channel.unacked_index_key, Channel.unacked_key, owners.owner_of, owners.owned(identity)]
+
+
+def acked_by_finish(delivery_tag: str) -> None:
+    """The message ``delivery_tag`` was acked in Redis with its request's result: Celery's ack
+    of it, after the task returns, need not go to Redis again."""
+    _acked_by_finish.add(delivery_tag)
+
 
 class QoS(kombu_redis.QoS):
-    """Skips kombu's own unacked bookkeeping for messages the take script already recorded,
-    and drops a tag's owner record wherever kombu drops its unacked entry."""
+    """Skips kombu's own unacked bookkeeping for messages the take script already recorded, and
+    the ack's round trip for those the send's last step acked; drops a tag's owner record
+    wherever kombu drops its unacked entry."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.recorded: set[str] = set()
+
+    def ack(self, delivery_tag: str) -> None:
+        try:
+            _acked_by_finish.remove(delivery_tag)
+        except KeyError:
+            return super().ack(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
 
     def append(self, message: Any, delivery_tag: str) -> None:
         if delivery_tag in self.recorded:
@@ -77,9 +123,14 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    from_transport_options = kombu_redis.Channel.from_transport_options + ("wait_replicas",)
+    #: How many replicas must hold a published message before the publish returns (0: none).
+    wait_replicas = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._replicas: tuple[float, int] = (float("-inf"), 0)  # (when looked, how many to wait for)
+        self._short = False  # fewer replicas connected than wait_replicas, when last looked
         if self.global_keyprefix:
             raise ValueError("worker.broker.transport does not support the global_keyprefix transport option")
         self.next_take = 0.0
@@ -89,6 +140,50 @@ class Channel(kombu_redis.Channel):
         self._on_client: tuple[Any, Recovery] | None = None  # the take and recovery scripts
         self._queue_of: dict[tuple[str, ...], dict[str, str]] = {}
         self._waiters: dict[str, ListWaiter] = {}  # by queue
+
+    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
+        """kombu's publish, then ``WAIT`` for ``wait_replicas`` replicas on the same connection."""
+        if not self.wait_replicas or kwargs.get("_publish_batch") is not None:
+            return super()._put(queue, message, **kwargs)
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        with self.conn_or_acquire() as client:
+            wanted = self._replicas_to_wait_for(client)
+            if not wanted:
+                return super()._put(queue, message, **kwargs)
+            pipe = client.pipeline(transaction=False)  # one connection: WAIT counts what it wrote
+            pipe.lpush(key, dumps(message))
+            if self._expires and queue in self._expires:
+                for pri in self.priority_steps:
+                    pipe.pexpire(self._q_for_pri(queue, pri), self._expires[queue])
+            pipe.execute_command("WAIT", wanted, WAIT_TIMEOUT_MS)
+            held = pipe.execute()[-1]
+        if held < wanted:
+            self._replicas = (float("-inf"), 0)  # look again at the next publish
+            log.warning("a message published to %s is held by %d of %d replicas after %d ms: a failover now "
+                        "could lose it (%d such publishes in this process)", queue, held, wanted, WAIT_TIMEOUT_MS,
+                        next(_unreplicated))
+        return None
+
+    def _replicas_to_wait_for(self, client: Any) -> int:
+        """``wait_replicas``, or fewer while fewer replicas are connected to the primary (looked
+        at every REPLICAS_CHECK_SECONDS): nothing waits for a replica that is not there."""
+        looked, wanted = self._replicas
+        now = monotonic()
+        if now - looked < REPLICAS_CHECK_SECONDS:
+            return wanted
+        connected = int(client.info("replication").get("connected_slaves", 0))
+        short = connected < self.wait_replicas
+        if short != self._short:  # said once per change, per channel
+            self._short = short
+            if short:
+                log.warning("the Redis broker's primary has %d of the %d replicas a publish waits for "
+                            "(REDIS_WAIT_REPLICAS): until they are back, losing this primary could lose the "
+                            "tasks just published", connected, self.wait_replicas)
+            else:
+                log.info("the Redis broker's primary has its %d replicas again: each publish waits for them",
+                         self.wait_replicas)
+        self._replicas = (now, min(connected, self.wait_replicas))
+        return self._replicas[1]
 
     def take(self, limit: int) -> int:
         """Move up to ``limit`` messages from the queues to ``unacked`` and deliver them."""
@@ -240,6 +335,9 @@ class MultiChannelPoller(kombu_redis.MultiChannelPoller):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    #: ``READONLY`` (a client still on a primary that was made a replica, behind one endpoint
+    #: that a failover moved) is a connection error: the worker reconnects, finding the new primary.
+    connection_errors = (ReadOnlyError, *kombu_redis.Transport.connection_errors)
     #: Whose messages this transport's channels take: this process's.
     heartbeat: Heartbeat = PROCESS
 
@@ -267,12 +365,31 @@ class Transport(kombu_redis.Transport):
         wake()
 
 
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The channel above on the primary the sentinels name (kombu's ``SentinelChannel`` finds it)."""
+
+    from_transport_options = kombu_redis.SentinelChannel.from_transport_options + ("wait_replicas",)
+
+
+class SentinelTransport(Transport):
+    """``sentinel://h1:26379;sentinel://h2:26379`` with the ``master_name`` transport option."""
+
+    default_port = kombu_redis.SentinelTransport.default_port
+    Channel = SentinelChannel
+
+
+def transport_for(url: str) -> str:
+    """This module's transport for a ``redis://``, ``rediss://`` or ``sentinel://`` URL, by name."""
+    return f"{__name__}:{'SentinelTransport' if url.startswith('sentinel') else 'Transport'}"
+
+
 def install() -> None:
-    """Make this process's ``redis://``, ``rediss://`` and ``redis+socket://`` connections use this transport.
+    """Make this process's ``redis://``, ``rediss://``, ``redis+socket://`` and ``sentinel://``
+    connections use this transport.
 
     By name, not with Celery's ``broker_transport``: kombu ignores that for ``redis+socket://``
     URLs, and Flower reads the broker's kind from a URL that would then name this module.
     """
-    for alias in ("redis", "rediss"):
-        kombu.transport.TRANSPORT_ALIASES[alias] = f"{__name__}:Transport"
+    for alias, name in (("redis", "Transport"), ("rediss", "Transport"), ("sentinel", "SentinelTransport")):
+        kombu.transport.TRANSPORT_ALIASES[alias] = f"{__name__}:{name}"
         kombu.transport._transport_cache.pop(alias, None)  # resolved before install: resolve again

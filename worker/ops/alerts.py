@@ -26,6 +26,7 @@ import sentry_sdk
 from ihuyi.codes import WRONG_CREDENTIALS, classify
 from worker.sending.flow import Refusal
 from worker.stores.accounts import Pause
+from worker.stores.guards import Guards, Trip, shown_range
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,16 @@ CONFIGURATION = Kind("configuration", "error", "the APIID or APIKEY sent was emp
 UNKNOWN_CODE = Kind("unknown_code", "error", "ihuyi answered a code it never documented: ask ihuyi what it means")
 IP_REFUSED = Kind("ip_refused", "error", "register this host's IP with ihuyi, or send from hosts whose IP is registered")
 CLOCK_SKEW = Kind("clock_skew", "error", "set the host's clock right (NTP)")
+BUDGET_REACHED = Kind("budget_reached", "warning",
+                      "if this is real traffic, raise the account's daily_budget in IHUYI_ACCOUNTS; if not, "
+                      "look for one requester or one range behind it (voicecode accounts, the metrics)")
+RANGE_UNDER_ATTACK = Kind("range_under_attack", "error",
+                          "calls to many numbers of one range in a short time are the mark of toll fraud "
+                          "(pumping): find the requesters behind it in the web app's logs and block them")
 
 KINDS: Mapping[str, Kind] = {kind.name: kind for kind in (
     LOW_BALANCE, BALANCE_BELOW_THRESHOLD, ACCOUNT_FROZEN, CREDENTIALS_REFUSED, CONFIGURATION, UNKNOWN_CODE,
-    IP_REFUSED, CLOCK_SKEW)}
+    IP_REFUSED, CLOCK_SKEW, BUDGET_REACHED, RANGE_UNDER_ATTACK)}
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,19 @@ def kind_for_code(code: int | None) -> Kind | None:
         return None
     alert = classify(code).alert
     return None if alert is None else KINDS[alert]
+
+
+def trip_alert(trip: Trip) -> Alert:
+    """The alert for a limit the door tripped (worker/stores/guards.py): an account's daily budget
+    reached, or a range of numbers called too widely (named as ``1380013****``, never a number)."""
+    if trip.kind == "budget":
+        return Alert(BUDGET_REACHED, trip.name, f"account {trip.name} reached its daily budget of {trip.value} calls: "
+                                                f"new requests are refused until midnight UTC; {BUDGET_REACHED.advice}")
+    shown = shown_range(trip.name)
+    refused = (f"its new requests are refused for {trip.value} s" if trip.value
+               else "its requests are still accepted (RANGE_GUARD_BLOCK is 0)")
+    return Alert(RANGE_UNDER_ATTACK, shown, f"range {shown}: more distinct numbers called than RANGE_GUARD allows; "
+                                            f"{refused}; {RANGE_UNDER_ATTACK.advice}")
 
 
 def host_pause_alert(account: str, pause: Pause) -> Alert:
@@ -135,6 +155,11 @@ class Alerts:
         """Raise ``alert`` (deduplicated as :meth:`raise_alert`)."""
         return self.raise_alert(alert.kind.name, alert.account, level=alert.kind.level, message=alert.message,
                                 code=alert.code, host=alert.host)
+
+    def for_trips(self, guards: Guards) -> int:
+        """Raise an alert for each limit the door tripped since the last call (pool-wide: each trip
+        is taken once); how many were raised."""
+        return sum(self.raise_(trip_alert(trip)) for trip in guards.take_trips())
 
     def for_refusal(self, refusal: Refusal) -> bool:
         """Raise the alert a send the flow saw refused calls for: about the host its pause names, else the code's."""

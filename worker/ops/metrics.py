@@ -34,6 +34,7 @@ from prometheus_client.utils import floatToGoString
 from config import Settings
 from worker.stores import Stores
 from worker.stores.deadletters import INDEX as DEAD_LETTERS
+from worker.stores.guards import Guards, shown_range
 from worker.stores.metrics import BUCKETS, MetricsStore
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,19 @@ class PoolCollector:
     ``dead_letters`` returns how many dead letters are waiting, ``paused`` each account's
     pool-wide pause ({account: paused?}), ``paused_hosts`` on how many hosts each is paused
     ({account: hosts}), ``balances`` each account's last known balance ({account: calls left,
-    or None when never read}). Accounts the store does not know are left out.
+    or None when never read}), ``budgets`` the accounts with a daily budget ({account: (used
+    today, budget)}), ``blocked_ranges`` the ranges refused now ({range: seconds left}).
+    Accounts the store does not know are left out.
     """
 
     def __init__(self, store: MetricsStore, dead_letters: Callable[[], int],
                  paused: Callable[[], Mapping[str, bool]], balances: Callable[[], Mapping[str, int | None]],
-                 *, paused_hosts: Callable[[], Mapping[str, int]] = dict) -> None:
+                 *, paused_hosts: Callable[[], Mapping[str, int]] = dict,
+                 budgets: Callable[[], Mapping[str, tuple[int, int]]] = dict,
+                 blocked_ranges: Callable[[], Mapping[str, float]] = dict) -> None:
         self._store = store
+        self._budgets = budgets
+        self._blocked_ranges = blocked_ranges
         self._dead_letters = dead_letters
         self._paused = paused
         self._paused_hosts = paused_hosts
@@ -111,6 +118,25 @@ class PoolCollector:
             if calls is not None:
                 balance.add_metric([account], calls)
         yield balance
+
+        budget = GaugeMetricFamily("voicecode_account_daily_budget", "Requests the account may take per UTC day.",
+                                   labels=["account"])
+        used = GaugeMetricFamily("voicecode_account_budget_used", "Requests the account took today (UTC).",
+                                 labels=["account"])
+        for account, (today, limit) in self._known(self._budgets()):
+            budget.add_metric([account], limit)
+            used.add_metric([account], today)
+        yield budget
+        yield used
+
+        blocked = self._blocked_ranges()
+        yield GaugeMetricFamily("voicecode_ranges_blocked", "Number ranges (first 7 digits) refused now, "
+                                "their numbers called too widely.", value=len(blocked))
+        left = GaugeMetricFamily("voicecode_range_block_seconds", "Seconds left of a range's block.",
+                                 labels=["range"])
+        for name, seconds in sorted(blocked.items()):
+            left.add_metric([shown_range(name)], seconds)
+        yield left
 
     def _known(self, values: Mapping[str, Any]) -> list[tuple[str, Any]]:
         return sorted((account, value) for account, value in values.items() if account in self._store.accounts)
@@ -176,13 +202,22 @@ def pool_collector(settings: Settings, stores: Stores) -> PoolCollector:
     """The pool's metrics: the counters the workers keep, the gauges read from the stores on each scrape."""
     names = list(settings.accounts)
     states = stores.accounts
+    guards = Guards(stores.redis)
     return PoolCollector(
         MetricsStore(stores.redis, accounts=names),
         dead_letters=lambda: stores.redis.zcard(DEAD_LETTERS),
         paused=lambda: {s.name: s.paused is not None for s in states.snapshot(names)},
         paused_hosts=lambda: {s.name: len(s.host_pauses) for s in states.snapshot(names)},
         balances=lambda: {s.name: s.balance for s in states.snapshot(names)},
+        budgets=lambda: _budgets(settings, guards),
+        blocked_ranges=guards.blocked_ranges,
     )
+
+
+def _budgets(settings: Settings, guards: Guards) -> dict[str, tuple[int, int]]:
+    """{account: (used today, daily budget)} for the accounts with a budget."""
+    budgets = {name: a.daily_budget for name, a in settings.accounts.items() if a.daily_budget}
+    return {name: (used, budgets[name]) for name, used in guards.budget_use(budgets).items()}
 
 
 def run(settings: Settings, basic_auth: str, address: str, port: int) -> None:

@@ -7,9 +7,9 @@ Each final result (the task's JSON result) is reported twice, both tagged ``acco
   sampled by ``SENTRY_TRACES_SAMPLE_RATE``: Explore → Traces, filter ``outcome:dead_lettered``;
 - as one Sentry log line, never sampled: Explore → Logs, filter ``outcome:expired account:default``.
 
-``outcome`` is the result's ``status`` (submitted, duplicate, dead_lettered, expired), except
-that the two dead letters no Submit was made for are named for why: ``throttled`` and
-``account_paused`` (worker/sending/flow.py's ``outcome_of``). ``ihuyi_code`` is ihuyi's reply
+``outcome`` is the result's ``status`` (submitted, duplicate, dead_lettered, expired,
+request_id_conflict), except that the dead letters no Submit was made for are named for why:
+``throttled``, ``account_paused`` and ``over_budget`` (worker/sending/flow.py's ``outcome_of``). ``ihuyi_code`` is ihuyi's reply
 code, or ``none``.
 
 The alerts are raised from what the send flow says it met (``Alerts.for_refusal``); the
@@ -28,7 +28,8 @@ from worker.sending.flow import outcome_of
 log = logging.getLogger(__name__)
 
 _SEVERITY = {"submitted": "info", "duplicate": "info", "expired": "warning", "throttled": "warning",
-             "account_paused": "warning", "dead_lettered": "error"}
+             "account_paused": "warning", "over_budget": "warning", "request_id_conflict": "warning",
+             "dead_lettered": "error"}
 
 
 def tags_of(result: dict[str, Any]) -> dict[str, str]:

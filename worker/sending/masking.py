@@ -1,9 +1,13 @@
 """How a mobile number and a verification code are shown anywhere outside the Submit call."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 CODE_MASK = "****"
+#: A run of digits long enough to hold most of a mobile number.
+_DIGIT_RUN = re.compile(r"[0-9]{7,}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def mask_mobile(mobile: object) -> str:
@@ -12,6 +16,16 @@ def mask_mobile(mobile: object) -> str:
     if len(text) < 11:
         return CODE_MASK
     return f"{text[:3]}****{text[-4:]}"
+
+
+def mask_digit_runs(text: str) -> str:
+    """``text`` with every run of 7 or more digits masked as :func:`mask_mobile` masks a number:
+    ``login:13900139000`` -> ``login:139****9000``. For identifiers a caller chose (request
+    ids, task ids), which may hold a number. A UUID (Celery's own task ids) is shown whole, to
+    find the task by."""
+    if _UUID.fullmatch(text):
+        return text
+    return _DIGIT_RUN.sub(lambda run: mask_mobile(run[0]), text)
 
 
 def masked_call(args: Any, kwargs: Any) -> tuple[str, str]:
@@ -25,12 +39,14 @@ def masked_call(args: Any, kwargs: Any) -> tuple[str, str]:
     kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
     shown_args = [_mask_field(name, value) for name, value in zip(_FIELDS, args)]
     shown_args += ["…"] * (len(args) - len(_FIELDS))
-    shown_kwargs = {name if name in _FIELDS else f"<keyword {i}>": _mask_field(str(name), value)
+    shown_kwargs = {name if name in _KEYWORDS else f"<keyword {i}>": _mask_field(str(name), value)
                     for i, (name, value) in enumerate(kwargs.items(), 1)}
     return repr(tuple(shown_args)), repr(shown_kwargs)
 
 
 _FIELDS = ("mobile", "code", "account", "request_id", "ttl")
+#: ``requester`` is keyword-only: who asks, shown only by its type.
+_KEYWORDS = (*_FIELDS, "requester")
 
 
 def _mask_field(name: str, value: Any) -> str:
@@ -39,5 +55,5 @@ def _mask_field(name: str, value: Any) -> str:
     if name in ("account", "ttl") and isinstance(value, (str, int)) and len(str(value)) <= 64:
         return str(value)
     if name == "request_id" and isinstance(value, str) and len(value) <= 128:
-        return value
+        return mask_digit_runs(value)
     return CODE_MASK if name == "code" else f"<{type(value).__name__}>"

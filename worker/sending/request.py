@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from config.settings import MAX_TTL
 from worker.errors import InvalidPayload
-from worker.sending.masking import mask_mobile
+from worker.sending.masking import mask_digit_runs, mask_mobile
 
 # ASCII digits only: Python's \d also matches Arabic-Indic and full-width digits.
 _MOBILE = re.compile(r"1[3-9][0-9]{9}")
@@ -15,8 +15,12 @@ _CODE = re.compile(r"[0-9]{4,6}")
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 # What a person may type around a number: ASCII white space and dashes.
 _MOBILE_SEPARATORS = re.compile(r"[\s-]", re.ASCII)
+# What a web form may send around a code: ASCII white space (not U+00A0, U+3000 or the like).
+_ASCII_SPACE = " \t\n\r\v\f"
 #: The longest mobile input looked at; a longer one is refused, never cut.
 MAX_MOBILE_INPUT = 64
+#: The longest requester key a web app may give.
+MAX_REQUESTER = 256
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class VoiceCodeRequest:
     ttl: int = 300
 
     def __repr__(self) -> str:  # never shows the code or the full number
-        return f"VoiceCodeRequest(mobile={mask_mobile(self.mobile)!r}, account={self.account!r}, request_id={self.request_id!r}, ttl={self.ttl})"
+        return f"VoiceCodeRequest(mobile={mask_mobile(self.mobile)!r}, account={self.account!r}, request_id={mask_digit_runs(self.request_id)!r}, ttl={self.ttl})"
 
     __str__ = __repr__
 
@@ -49,6 +53,21 @@ def normalise_mobile(mobile: object) -> str:
     return digits
 
 
+def normalise_code(code: object) -> object:
+    """A code without the ASCII white space a form may add around it; anything but a string is left for the check to refuse."""
+    return code.strip(_ASCII_SPACE) if isinstance(code, str) else code
+
+
+def validate_requester(requester: object) -> str | None:
+    """Who asks for a request, as the web app names them (a client address, a user id, a session),
+    or None; ``InvalidPayload`` for anything but 1 to 256 printable characters."""
+    if requester is None:
+        return None
+    if not isinstance(requester, str) or not 1 <= len(requester) <= MAX_REQUESTER or not requester.isprintable():
+        raise InvalidPayload("requester", f"must be a string of 1 to {MAX_REQUESTER} printable characters")
+    return requester
+
+
 def validate(
     mobile: object,
     code: object,
@@ -64,6 +83,7 @@ def validate(
     ``request_id`` may be None: the caller (the task) fills in its task id.
     """
     number = normalise_mobile(mobile)
+    code = normalise_code(code)
     if not isinstance(code, str) or not _CODE.fullmatch(code):
         raise InvalidPayload("code", "must be a string of 4 to 6 ASCII digits")
     account = "default" if account is None else account

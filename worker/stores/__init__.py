@@ -20,8 +20,9 @@ from worker.stores.parking import ParkingLot
 from worker.stores.ratelimit import RateLimiter
 from worker.stores.throttle import MobileThrottle
 
-#: The rate-limit hold before a Submit (at most twice worker/sending/flow.py's MAX_HOLD_SECONDS)
-#: plus a margin: how much longer than the Submit itself an attempt holds its request.
+#: How much longer than the Submit itself an attempt holds its request: a Submit goes without
+#: renewing the lease only within worker/sending/timing.py's CLAIM_AFTER_SECONDS of the gate
+#: (checked there to stay below this), and this covers that wait plus a margin.
 LEASE_MARGIN_SECONDS = 6.0
 
 
@@ -50,7 +51,8 @@ class Stores:
         Given a ``heartbeat``, leases name its process, which keeps the heartbeat on that Redis
         from its first lease on, so that a lease dies with its holder (worker/stores/heartbeats.py).
         """
-        client = connect_state(resolve_urls(settings).state)
+        urls = resolve_urls(settings)
+        client = connect_state(urls.state, urls.sentinel_master)
         idempotency = IdempotencyStore(client, lease_seconds=lease_seconds(settings), heartbeat=heartbeat)
         accounts = AccountStates(client)
         throttle = MobileThrottle(client, settings.mobile_throttle)

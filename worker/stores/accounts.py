@@ -12,7 +12,9 @@ it. A host is ``VOICECODE_HOST`` (config/settings.py).
 
 One hash per account holds it all: the pool's pause (``paused_code``, ``paused_msg``,
 ``paused_since``), each host's (the same fields ending ``@<host>``), the last code and the
-balance.
+balance. The rules of a pause (which one stops a host, when a host's is probed and by whom)
+are written once, in ``accounts_lib.lua``: the scripts here and the send gate
+(worker/stores/gate.py) all run them.
 """
 from __future__ import annotations
 
@@ -72,6 +74,16 @@ def _pause(code: bytes | str | None, msg: bytes | str | None, since: bytes | str
     return Pause(int(code), _text(msg) or "", float(since or 0), host)
 
 
+def pause_of(reply: list[bytes | str] | None) -> Pause | None:
+    """The :class:`Pause` an ``account_paused`` reply (accounts_lib.lua) stands for: code, msg,
+    since and the suffix it was found under ('' for the pool's, ``@<host>`` for a host's);
+    None for none (no reply, or an empty code)."""
+    if not reply or not reply[0]:
+        return None
+    code, msg, since, suffix = (_text(v) for v in reply)
+    return _pause(code, msg, since, suffix.partition("@")[2] or None)
+
+
 class AccountStates:
     """Reads and changes the shared state of accounts, one hash per account under ``prefix``."""
 
@@ -80,6 +92,7 @@ class AccountStates:
         self._pause = scripts.register(client, "accounts_pause")
         self._balance = scripts.register(client, "accounts_balance")
         self._claim_probe = scripts.register(client, "accounts_claim_probe")
+        self._paused = scripts.register(client, "accounts_paused")
         self.prefix = prefix
 
     def key(self, account: str) -> str:
@@ -100,17 +113,21 @@ class AccountStates:
         paused = [f for f in self._redis.hkeys(self.key(account)) if f.startswith(b"paused_")]
         return bool(paused) and self._redis.hdel(self.key(account), *paused) > 0
 
+    def probe_key(self, account: str, host: str) -> str:
+        """The lock that says a probe of ``host``'s pause of ``account`` ran lately."""
+        return f"{self.prefix}{account}:probe{_suffix(host)}"
+
     def paused(self, account: str, host: str | None = None) -> Pause | None:
         """The pause that stops ``account`` sending from ``host``: the pool's, else that host's
-        (with ``host`` None, the pool's only); None when it may send. One round trip: asked
-        before every Submit."""
-        values = self._redis.hmget(self.key(account), _PAUSE_FIELDS + tuple(_fields(host) if host else ()))
-        return _pause(*values[:3]) or (_pause(*values[3:], host=host) if host else None)
+        (with ``host`` None, the pool's only); None when it may send. A send asks the gate,
+        which runs the same rule (worker/stores/gate.py)."""
+        return pause_of(self._paused(keys=[self.key(account)], args=[_suffix(host)]))
 
     def claim_probe(self, account: str, host: str, every: float) -> bool:
         """True for one caller per ``every`` seconds once ``host``'s pause of ``account`` is that
-        old: that caller probes it (from ``host``), the others go on treating it as paused."""
-        return bool(self._claim_probe(keys=[self.key(account), f"{self.prefix}{account}:probe{_suffix(host)}"],
+        old (and the pool's does not stop it first): that caller probes it (from ``host``), the
+        others go on treating it as paused."""
+        return bool(self._claim_probe(keys=[self.key(account), self.probe_key(account, host)],
                                       args=[_suffix(host), repr(float(every))]))
 
     def record_code(self, account: str, code: int) -> None:

@@ -52,13 +52,17 @@ def _server_of(client: redis.Redis) -> tuple[Any, ...]:
     """Which Redis database ``client`` talks to: one key there serves every client of this process."""
     pool = client.connection_pool
     kwargs = pool.connection_kwargs
-    return pool.connection_class, kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0)
+    # Behind Sentinel the address is the master's name, at whichever server is primary now.
+    master = getattr(kwargs.get("connection_pool"), "service_name", None)
+    return (pool.connection_class, kwargs.get("host"), kwargs.get("port"), kwargs.get("path"), kwargs.get("db", 0),
+            master)
 
 
 def _name(client: redis.Redis) -> str:
     """Where ``client`` points, for a log line (never its password)."""
     kwargs = client.connection_pool.connection_kwargs
-    where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+    master = getattr(kwargs.get("connection_pool"), "service_name", None)
+    where = kwargs.get("path") or (f"primary {master}" if master else f"{kwargs.get('host')}:{kwargs.get('port')}")
     return f"redis {where} db {kwargs.get('db', 0)}"
 
 

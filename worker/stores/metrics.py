@@ -1,10 +1,11 @@
 """Pool-wide metrics counters in the shared state Redis: what every worker on every host counted.
 
 A Prometheus client library counts per process; a pool of workers on several hosts, restarted
-at will, needs one set of counters they all add to. Each worker event is one cheap write
-(one round trip: a single ``HINCRBY``, or a ``MULTI``/``EXEC`` pipeline of two), or is queued
-on a caller's :meth:`MetricsStore.pipeline` with the others of one send and written with them
-in one round trip; the metrics endpoint reads everything back with :meth:`MetricsStore.snapshot`.
+at will, needs one set of counters they all add to. Each worker event is a few ``HINCRBY``
+increments (:data:`Increment`): written in a round trip of their own (:meth:`MetricsStore.add`), or
+handed to the script that finishes the send (worker/stores/idempotency.py), which writes them
+in the round trip that stores the result. The metrics endpoint reads everything back with
+:meth:`MetricsStore.snapshot`.
 
 Keys (``prefix`` defaults to ``voicecode:metrics:``), hashes that never expire:
 
@@ -25,8 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -35,7 +35,8 @@ import redis
 from ihuyi.codes import CODES
 
 #: The final outcomes of a send (worker/ops/reporting.py's ``outcome``).
-STATUSES = frozenset({"submitted", "duplicate", "dead_lettered", "expired", "throttled", "account_paused"})
+STATUSES = frozenset({"submitted", "duplicate", "dead_lettered", "expired", "throttled", "account_paused",
+                      "over_budget", "request_id_conflict"})
 #: Upper bounds (seconds) of the Submit latency histogram's buckets; the last is +Inf.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
 #: The label value of anything not known to be safe.
@@ -46,6 +47,9 @@ _ACCOUNT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _BOUND = {f"le={bound}": i for i, bound in enumerate(BUCKETS)}  # le=0.05 … le=inf
 _CODES = frozenset({NO_CODE, *map(str, CODES)})
 _MICROS = 1_000_000
+
+#: One counter to add to: (hash key, field, by how much).
+Increment = tuple[str, str, int]
 
 
 @dataclass(frozen=True)
@@ -105,43 +109,30 @@ class MetricsStore:
         """``account`` if it is a configured account, else ``other``."""
         return account if account in self.accounts else OTHER
 
-    def pipeline(self) -> redis.client.Pipeline:
-        """A ``MULTI``/``EXEC`` pipeline: pass it as ``pipe`` to queue several events, then ``execute()`` it."""
-        return self._redis.pipeline(transaction=True)
-
-    def record_outcome(self, account: str, status: str, ihuyi_code: int | None, *,
-                       pipe: redis.client.Pipeline | None = None) -> None:
-        """Count one final outcome. One round trip, or queued on ``pipe``."""
+    def outcome(self, account: str, status: str, ihuyi_code: int | None) -> list[Increment]:
+        """What one final outcome adds."""
         code = _code_label(NO_CODE if ihuyi_code is None else str(ihuyi_code))
-        field = f"{self.account_label(account)}|{_status_label(status)}|{code}"
-        with self._batch(pipe) as batch:
-            batch.hincrby(self._outcomes, field, 1)
+        return [(self._outcomes, f"{self.account_label(account)}|{_status_label(status)}|{code}", 1)]
 
-    def observe_submit(self, account: str, seconds: float, *, pipe: redis.client.Pipeline | None = None) -> None:
-        """Count one Submit call that took ``seconds`` (finite, not negative). One round trip, or queued on ``pipe``."""
+    def submit(self, account: str, seconds: float) -> list[Increment]:
+        """What one Submit call that took ``seconds`` (finite, not negative) adds."""
         micros, account = _micros(seconds), self.account_label(account)
         bound = next(bound for bound in BUCKETS if seconds <= bound)
-        with self._batch(pipe) as batch:
-            batch.hincrby(self._submit, f"{account}|le={bound}", 1)
-            batch.hincrby(self._submit, f"{account}|sum_us", micros)
+        return [(self._submit, f"{account}|le={bound}", 1), (self._submit, f"{account}|sum_us", micros)]
 
-    def record_rate_limit_wait(self, account: str, seconds: float, *,
-                               pipe: redis.client.Pipeline | None = None) -> None:
-        """Count one wait of ``seconds`` (finite, not negative) for a rate-limit token. One round trip, or queued on ``pipe``."""
+    def rate_limit_wait(self, account: str, seconds: float) -> list[Increment]:
+        """What one wait of ``seconds`` (finite, not negative) for a rate-limit slot adds."""
         micros, account = _micros(seconds), self.account_label(account)
-        with self._batch(pipe) as batch:
-            batch.hincrby(self._waits, f"{account}|count", 1)
-            batch.hincrby(self._waits, f"{account}|sum_us", micros)
+        return [(self._waits, f"{account}|count", 1), (self._waits, f"{account}|sum_us", micros)]
 
-    @contextmanager
-    def _batch(self, pipe: redis.client.Pipeline | None) -> Iterator[redis.client.Pipeline]:
-        """``pipe`` to queue on; without one, a pipeline of this call's own, executed at the end."""
-        if pipe is not None:
-            yield pipe
+    def add(self, increments: Sequence[Increment]) -> None:
+        """Write ``increments`` in one round trip (``MULTI``/``EXEC`` when more than one)."""
+        if not increments:
             return
-        own = self.pipeline()
-        yield own
-        own.execute()
+        pipe = self._redis.pipeline(transaction=len(increments) > 1)
+        for key, name, by in increments:
+            pipe.hincrby(key, name, by)
+        pipe.execute()
 
     def snapshot(self) -> Snapshot:
         """Everything counted so far, read atomically in one round trip.

@@ -17,7 +17,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from worker.stores import scripts
@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+class Taken(NamedTuple):
+    """Entries taken, as ``(entry_id, message)``, and the seconds until the next is due (None: none left)."""
+
+    entries: list[tuple[str, dict[str, Any]]]
+    next_due_in: float | None
 
 
 class ParkingLot:
@@ -38,18 +45,22 @@ class ParkingLot:
         self._next_due_in = scripts.register(client, "parking_next_due_in")
         self.key = key
         self.messages_key = key + ":messages"
+        #: Set by each park from this process: its Mover looks at once, not at its next poll.
+        self.parked = threading.Event()
 
     def park(self, delay: float, message: dict[str, Any]) -> None:
         """Keep the JSON-able ``message`` until ``delay`` seconds from now (Redis server time)."""
         self._park(keys=[self.key, self.messages_key], args=[uuid.uuid4().hex, repr(float(delay)), json.dumps(message)])
+        self.parked.set()
 
-    def take_due(self, limit: int = 100, lease: float = 30.0) -> list[tuple[str, dict[str, Any]]]:
-        """Lease up to ``limit`` due entries, earliest first, as ``(entry_id, message)``.
+    def take_due(self, limit: int = 100, lease: float = 30.0) -> Taken:
+        """Lease up to ``limit`` due entries, earliest first, and say when the next one is due.
 
         A leased entry comes due again ``lease`` seconds from now unless :meth:`done` removes it.
         """
-        reply = self._take_due(keys=[self.key, self.messages_key], args=[limit, repr(float(lease))])
-        return [(_text(reply[i]), json.loads(reply[i + 1])) for i in range(0, len(reply), 2)]
+        *reply, next_due = self._take_due(keys=[self.key, self.messages_key], args=[limit, repr(float(lease))])
+        entries = [(_text(reply[i]), json.loads(reply[i + 1])) for i in range(0, len(reply), 2)]
+        return Taken(entries, float(next_due) if next_due else None)
 
     def done(self, entry_id: str) -> None:
         """Remove an entry once its message was re-published."""
@@ -65,7 +76,7 @@ class ParkingLot:
     def next_due_in(self) -> float | None:
         """Seconds until the earliest entry is due (0 if overdue); None when the lot is empty."""
         reply = self._next_due_in(keys=[self.key])
-        return None if reply is None else float(reply)
+        return float(reply) if reply else None
 
 
 class Mover:
@@ -73,15 +84,21 @@ class Mover:
 
     It survives failures of ``publish`` and of Redis: it logs a warning (never the message,
     which holds a number and a code) and tries again on the next tick. An entry whose
-    publish failed stays leased and comes due again after ``lease`` seconds. The thread
-    sleeps ``interval`` seconds whenever a poll returns less than a full batch.
+    publish failed stays leased and comes due again after ``lease`` seconds.
+
+    After a poll that took less than a full batch the thread sleeps until the next entry is
+    due, at least ``interval`` and at most ``idle`` seconds, or until this process parks one
+    (``ParkingLot.parked``): each process moves its own entries on time, and polls for the
+    others' (a process that died) ``idle`` seconds apart, not 20 times a second. A failed
+    poll (Redis unreachable) is tried again ``idle`` seconds later: a warning each time.
     """
 
-    def __init__(self, lot: ParkingLot, publish: Callable[[dict], None], interval: float = 0.05,
-                 *, batch: int = 100, lease: float = 30.0) -> None:
+    def __init__(self, lot: ParkingLot, publish: Callable[[dict], None], interval: float = 0.01,
+                 *, idle: float = 0.5, batch: int = 100, lease: float = 30.0) -> None:
         self.lot = lot
         self.publish = publish
         self.interval = interval
+        self.idle = idle
         self.batch = batch
         self.lease = lease
         self._stopping = threading.Event()
@@ -99,20 +116,23 @@ class Mover:
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the thread to stop after its current batch and wait up to ``timeout`` seconds."""
         self._stopping.set()
+        self.lot.parked.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            if self._move_batch() < self.batch:
-                self._stopping.wait(self.interval)
+            self.lot.parked.clear()
+            taken, next_due_in = self._move_batch()
+            if taken < self.batch:
+                self.lot.parked.wait(self.idle if next_due_in is None else min(self.idle, max(self.interval, next_due_in)))
 
-    def _move_batch(self) -> int:
-        """Re-publish one batch of due entries; return how many were taken."""
+    def _move_batch(self) -> tuple[int, float | None]:
+        """Re-publish one batch of due entries; how many were taken, and when the next is due."""
         try:
-            entries = self.lot.take_due(self.batch, self.lease)
+            entries, next_due_in = self.lot.take_due(self.batch, self.lease)
         except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure
             log.warning("parking lot: taking due entries failed (%s: %s)", type(exc).__name__, exc)
-            return 0
+            return 0, None
         for entry_id, message in entries:
             try:
                 self.publish(message)
@@ -125,4 +145,4 @@ class Mover:
             except Exception as exc:  # noqa: BLE001
                 log.warning("parking lot: entry %s was re-published but not removed (%s: %s); "
                             "it may be re-published again in %g s", entry_id, type(exc).__name__, exc, self.lease)
-        return len(entries)
+        return len(entries), next_due_in

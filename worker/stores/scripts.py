@@ -10,10 +10,8 @@ Two directives, each a line of its own:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import redis
 from redis.commands.core import Script
@@ -35,12 +33,3 @@ def register(client: redis.Redis, name: str, directory: Path = _HERE) -> Script:
     """``<name>.lua`` registered on ``client``: called like a function, loaded on first use."""
     return client.register_script(source(name, directory))
 
-
-def queue(pipe: redis.client.Pipeline, script: Script, keys: Sequence[str], args: Sequence[Any]) -> None:
-    """Queue ``script`` on ``pipe`` by its hash alone.
-
-    redis-py's own way asks ``SCRIPT EXISTS`` on every execute: a round trip more. Where the
-    server answers ``NOSCRIPT`` (restarted or flushed since), the caller runs the script on its
-    own, which loads it.
-    """
-    pipe.evalsha(script.sha, len(keys), *keys, *args)

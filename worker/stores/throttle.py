@@ -8,7 +8,7 @@ decision is one atomic Lua script, so workers on every host see each other's cal
 When ihuyi itself refuses a number as called too often (codes 4080-4086), the number is
 *blocked* for the window the code names (ihuyi/codes.py), whatever ``MOBILE_THROTTLE`` says:
 a key beside its log (:func:`block_key`) that every check reads first, the producer's too
-(worker/stores/enqueues_reserve.lua), so the next enqueue is refused with the time left.
+(worker/stores/idempotency_reserve.lua), so the next enqueue is refused with the time left.
 
 Keys hold a hash of the number, never the number itself.
 """
@@ -34,6 +34,11 @@ def number_key(prefix: str, mobile: str) -> str:
     return prefix + hashlib.sha256(mobile.encode("utf-8")).hexdigest()[:24]
 
 
+def window_args(windows: Sequence[Window]) -> list[str]:
+    """``windows`` as the scripts take them: limit, seconds, limit, seconds, ..."""
+    return [str(v) for w in windows for v in (w.limit, w.seconds)]
+
+
 def block_key(log_key: str) -> str:
     """The key of the block beside the number's log ``log_key`` (a :func:`number_key`)."""
     return log_key + ":blocked"
@@ -48,14 +53,10 @@ class MobileThrottle:
         self._block = scripts.register(client, "throttle_block")
         self.windows = tuple(windows)
         self.prefix = prefix
-        #: The windows as the scripts take them: limit, seconds, limit, seconds, ...
-        self.window_args = [str(v) for w in self.windows for v in (w.limit, w.seconds)]
+        self.window_args = window_args(self.windows)
 
     def retry_after(self, mobile: str) -> float:
-        """Seconds until a call to ``mobile`` would be allowed (0.0: now), a block included. Records nothing.
-
-        The producer API asks this before enqueueing, to tell the web app's user how long to wait.
-        """
+        """Seconds until a call to ``mobile`` would be allowed (0.0: now), a block included. Records nothing."""
         return self._run(mobile, record=False)
 
     def acquire(self, mobile: str, request_id: str | None = None) -> float:
@@ -77,8 +78,7 @@ class MobileThrottle:
 
     def release(self, mobile: str, request_id: str) -> None:
         """Take back the call recorded for ``request_id``, for a Submit that cannot have reached ihuyi."""
-        if self.windows:
-            self._redis.zrem(number_key(self.prefix, mobile), _member(request_id))
+        self._redis.zrem(number_key(self.prefix, mobile), _member(request_id))
 
     def keys(self, mobile: str) -> tuple[str, str]:
         """The keys of ``mobile``'s log and block."""

@@ -86,29 +86,27 @@ class VerificationStore:
         self._check = scripts.register(client, "verifications_check")
         self._attach = scripts.register(client, "verifications_attach")
 
-    def start(self, mobile: str, ttl: int, length: int = 6) -> tuple[Verification, str]:
-        """A new verification of ``mobile``, valid ``ttl`` seconds, and its plain code of ``length`` digits.
+    def start(self, mobile: str, ttl: int, code: str) -> Verification:
+        """A new verification of ``mobile`` by ``code`` (see :func:`new_code`), valid ``ttl`` seconds.
 
         The code goes only into the task message that has it read aloud; Redis keeps its HMAC.
         Any pending verification of the number is replaced (see the module's notes).
         """
-        if not 4 <= length <= 6:
-            raise ValueError(f"length: must be from 4 to 6, got {length}")
+        if not _CODE.fullmatch(code):
+            raise ValueError("code: must be 4 to 6 ASCII digits")
         if ttl < 1:
             raise ValueError(f"ttl: must be at least 1 second, got {ttl}")
-        code = f"{secrets.randbelow(10**length):0{length}d}"
         verification_id = secrets.token_urlsafe(16)
         expires_at, replaced = self._start(
             keys=[self._key(mobile)],
             args=[verification_id, self._digest(mobile, code), ttl, self.grace],
         )
-        verification = Verification(
+        return Verification(
             id=verification_id,
             mobile=_mask(mobile),
             expires_at=float(expires_at),
             replaced_task_id=replaced.decode() or None,
         )
-        return verification, code
 
     def attach_task(self, mobile: str, verification_id: str, task_id: str) -> bool:
         """Record the task sending the code of ``verification_id``; False if that verification is gone or replaced."""
@@ -136,6 +134,13 @@ class VerificationStore:
 
     def _digest(self, mobile: str, code: str) -> str:
         return hmac.new(self._secret, f"{mobile}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def new_code(length: int = 6) -> str:
+    """A random code of ``length`` (4 to 6) digits, for a new verification."""
+    if not 4 <= length <= 6:
+        raise ValueError(f"length: must be from 4 to 6, got {length}")
+    return f"{secrets.randbelow(10**length):0{length}d}"
 
 
 def _mask(mobile: str) -> str:

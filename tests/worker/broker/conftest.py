@@ -6,16 +6,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.conftest import require_servers
+from tests.servers import redis_client
 
 DB = 0
 
 
 @pytest.fixture
 def redis_db() -> Iterator[redis.Redis]:
-    """Database 0 of the local Redis, empty at the start and at the end of the test."""
-    require_servers("redis")
-    with redis.Redis(host="127.0.0.1", port=6379, db=DB) as client:
+    """Database 0 of the session's Redis, empty at the start and at the end of the test."""
+    with redis_client(DB) as client:
         client.flushdb()
         yield client
         client.flushdb()

@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 
+from tests.servers import redis_client
 from tests.support import wait_for
 from tests.worker.broker.conftest import DB
 from worker.stores.heartbeats import KEY_PREFIX, Heartbeat
@@ -67,7 +67,7 @@ def test_a_forked_child_beats_as_a_process_of_its_own_and_its_key_dies_with_it(h
     pid = os.fork()
     if pid == 0:  # the child: say who it is, then die without any clean-up
         try:
-            os.write(write, heartbeat.keep_on(redis.Redis(host="127.0.0.1", port=6379, db=DB)).encode())
+            os.write(write, heartbeat.keep_on(redis_client(DB)).encode())
         finally:
             os._exit(0)
     os.close(write)

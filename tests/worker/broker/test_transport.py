@@ -13,6 +13,7 @@ import redis
 from kombu import Connection, Exchange, Queue
 from kombu.asynchronous import Hub
 
+from tests.servers import redis_url
 from tests.support import unique_mobile, wait_for
 from tests.worker.broker.conftest import DB
 from worker.broker.heartbeat import OwnerKeys
@@ -30,7 +31,7 @@ def worker(redis_db) -> Iterator[Callable[[], Connection]]:
     opened: list[tuple[Connection, Heartbeat]] = []
 
     def make() -> Connection:
-        conn = Connection(f"redis://127.0.0.1:6379/{DB}", transport=Transport,
+        conn = Connection(redis_url(DB), transport=Transport,
                           transport_options={"visibility_timeout": 1})
         conn.transport.heartbeat = Heartbeat()
         opened.append((conn, conn.transport.heartbeat))
@@ -122,7 +123,7 @@ def test_an_unreadable_message_is_dropped_with_a_log_line_without_its_content(co
 
 
 def test_global_keyprefix_is_refused(redis_db):
-    with Connection(f"redis://127.0.0.1:6379/{DB}", transport=Transport,
+    with Connection(redis_url(DB), transport=Transport,
                     transport_options={"global_keyprefix": "x:"}) as conn:
         with pytest.raises(ValueError, match="global_keyprefix"):
             conn.default_channel
@@ -319,7 +320,7 @@ def test_a_redis_without_blmove_is_polled_and_warned_about_once(redis_db, caplog
         poller = type("Poller", (), {"register": lambda self, sock, flags: None})()
 
     class Channel:
-        async_pool = redis.ConnectionPool(host="127.0.0.1", port=6379, db=DB)
+        async_pool = redis.ConnectionPool.from_url(redis_url(DB))
 
     waiter.arm(Channel(), Cycle())
     # What a Redis before 6.2 answers (this one knows BLMOVE, so the answer is made up).

@@ -6,6 +6,8 @@ import logging
 import pytest
 import redis
 
+from tests.servers import redis_client
+from tests.worker.conftest import TEST_DB
 from worker.ops.alerts import (ACCOUNT_FROZEN, BALANCE_BELOW_THRESHOLD, CLOCK_SKEW, CONFIGURATION, CREDENTIALS_REFUSED,
                                IP_REFUSED, LOW_BALANCE, UNKNOWN_CODE, Alerts, kind_for_code)
 from worker.sending.flow import Refusal
@@ -37,7 +39,7 @@ def test_one_alert_per_kind_and_account_inside_the_window(redis_db):
 
 
 def test_the_window_is_shared_by_every_process(redis_db):
-    first, second = Alerts(redis_db, window=600), Alerts(redis.Redis(host="127.0.0.1", port=6379, db=13), window=600)
+    first, second = Alerts(redis_db, window=600), Alerts(redis_client(TEST_DB), window=600)
     assert first.for_code(4050, "default", "on Submit") is True
     assert second.for_code(4050, "default", "on Submit") is False
     assert second.for_code(4030, "default", "on Submit") is False  # a message-scoped code needs nobody

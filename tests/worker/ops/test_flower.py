@@ -36,7 +36,7 @@ def flower(sandbox):
     with redis_stack(sandbox, FLOWER_BASIC_AUTH=":".join(AUTH), FLOWER_PORT=str(port)) as stack:
         stack.start_worker(concurrency=4)
         url = f"http://127.0.0.1:{port}"
-        process = start(stack, "flower", "-m", "worker.cli", "flower", "--address", "127.0.0.1")
+        process = start(stack, "flower", "-m", "cli", "flower", "--address", "127.0.0.1")
         try:
             wait_for(lambda: _get(url) is not None, 30, 0.2, "Flower to answer")
             # Flower sees only the events sent after it subscribed: warm up until it has seen a task.
@@ -56,7 +56,7 @@ def _get(url: str) -> requests.Response | None:
         return None
 
 
-def wait_for_task(url: str, task_id: str, state: str = "SUCCESS", timeout: float = 10,
+def wait_for_task(url: str, task_id: str, state: str = "SUCCESS", timeout: float = 30,
                   fail: bool = True) -> dict | None:
     """The task as Flower's ``/api/tasks`` lists it, once it is in ``state``."""
     def listed() -> dict | None:
@@ -158,14 +158,14 @@ def test_arguments_that_are_no_literal_are_not_shown(raw):
 
 
 def test_flower_does_not_start_without_basic_auth(sandbox):
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "flower"], cwd=ROOT, env=base_env(sandbox.url),
+    done = subprocess.run([sys.executable, "-m", "cli", "flower"], cwd=ROOT, env=base_env(sandbox.url),
                           capture_output=True, text=True, timeout=30)
     assert done.returncode != 0
     assert done.stderr.count("\n") == 1 and "FLOWER_BASIC_AUTH" in done.stderr
 
 
 def test_flower_rejects_a_malformed_basic_auth(sandbox):
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "flower"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "cli", "flower"], cwd=ROOT,
                           env=base_env(sandbox.url, FLOWER_BASIC_AUTH="no-password"),
                           capture_output=True, text=True, timeout=30)
     assert done.returncode != 0 and done.stderr.count("\n") == 1 and "FLOWER_BASIC_AUTH" in done.stderr

@@ -34,7 +34,9 @@ def collector(store: MetricsStore) -> PoolCollector:
     return PoolCollector(store, dead_letters=lambda: 3,
                          paused=lambda: {"default": False, "backup": True, HOSTILE: True},
                          balances=lambda: {"default": 250, "backup": None, HOSTILE: 7},
-                         paused_hosts=lambda: {"default": 2, "backup": 0, HOSTILE: 1})
+                         paused_hosts=lambda: {"default": 2, "backup": 0, HOSTILE: 1},
+                         budgets=lambda: {"backup": (40, 50), HOSTILE: (1, 2)},
+                         blocked_ranges=lambda: {"1380013": 120.5})
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -44,20 +46,22 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def test_the_exposition_has_every_metric(store: MetricsStore) -> None:
     for _ in range(3):
-        store.record_outcome("default", "submitted", 2)
-    store.record_outcome("backup", "dead_lettered", 4051)
-    store.record_outcome("default", "expired", None)
+        store.add(store.outcome("default", "submitted", 2))
+    store.add(store.outcome("backup", "dead_lettered", 4051))
+    store.add(store.outcome("default", "expired", None))
     for seconds in (0.02, 0.3, 0.3, 12.0):
-        store.observe_submit("default", seconds)
-    store.record_rate_limit_wait("backup", 0.5)
-    store.record_rate_limit_wait("backup", 0.25)
+        store.add(store.submit("default", seconds))
+    store.add(store.rate_limit_wait("backup", 0.5))
+    store.add(store.rate_limit_wait("backup", 0.25))
 
     text = collector(store).render()
     families = {f.name: f.type for f in text_string_to_metric_families(text)}
     assert families == {"voicecode_outcomes": "counter", "voicecode_submit_seconds": "histogram",
                         "voicecode_rate_limit_waits": "counter", "voicecode_rate_limit_wait_seconds": "counter",
                         "voicecode_dead_letters": "gauge", "voicecode_account_paused": "gauge",
-                        "voicecode_account_paused_hosts": "gauge", "voicecode_balance": "gauge"}
+                        "voicecode_account_paused_hosts": "gauge", "voicecode_balance": "gauge",
+                        "voicecode_account_daily_budget": "gauge", "voicecode_account_budget_used": "gauge",
+                        "voicecode_ranges_blocked": "gauge", "voicecode_range_block_seconds": "gauge"}
     got = samples(text)
 
     def value(name: str, **labels: str) -> float:
@@ -80,13 +84,19 @@ def test_the_exposition_has_every_metric(store: MetricsStore) -> None:
     assert value("voicecode_account_paused_hosts", account="backup") == 0
     assert value("voicecode_balance", account="default") == 250
     assert not any(name == "voicecode_balance" and ("account", "backup") in labels for name, labels in got)
+    assert value("voicecode_account_daily_budget", account="backup") == 50
+    assert value("voicecode_account_budget_used", account="backup") == 40
+    assert not any(name.startswith("voicecode_account_budget") and ("account", "default") in labels
+                   for name, labels in got)  # no budget: no series
+    assert value("voicecode_ranges_blocked") == 1
+    assert value("voicecode_range_block_seconds", range="1380013****") == 120.5
 
 
 def test_no_number_or_code_is_ever_a_label(client: redis.Redis, store: MetricsStore) -> None:
-    store.record_outcome(HOSTILE, HOSTILE, int(HOSTILE))
-    store.record_outcome("default", "submitted", 4821)
-    store.observe_submit(HOSTILE, 0.1)
-    store.record_rate_limit_wait(HOSTILE, 0.1)
+    store.add(store.outcome(HOSTILE, HOSTILE, int(HOSTILE)))
+    store.add(store.outcome("default", "submitted", 4821))
+    store.add(store.submit(HOSTILE, 0.1))
+    store.add(store.rate_limit_wait(HOSTILE, 0.1))
     client.hincrby("voicecode:metrics:outcomes", f"{HOSTILE}|{HOSTILE}|4821", 1)  # written by anything else
 
     text = collector(store).render()
@@ -133,7 +143,7 @@ def serving() -> Iterator[Callable[[Callable[[], str], str | None], Get]]:
 
 
 def test_the_server_wants_basic_auth(store: MetricsStore, serving: Callable[..., Get], capfd: pytest.CaptureFixture[str]) -> None:
-    store.record_outcome("default", "submitted", 2)
+    store.add(store.outcome("default", "submitted", 2))
     get = serving(collector(store).render, AUTH)
 
     for headers in ({}, basic("ops:wrong"), basic("ops:s3cr:et "), basic("ops"),

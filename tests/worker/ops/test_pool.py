@@ -162,8 +162,16 @@ def test_a_host_whose_clock_is_off_stops_alone_and_says_by_how_much(pool, sandbo
     sent_until(pool, lambda: states.paused("default", HOST_A) is None, "host A's probe to resume it")
 
 
+LATE = 0.2
+
+
 def test_ten_per_second_over_two_workers(pool, sandboxes):
-    """``10/s`` and no burst: 10 Submits a second, at most one more in any second (one a little late)."""
+    """``10/s`` and no burst: slots 0.1 s apart pool-wide, so at most 11 in any second and 10/s sustained.
+
+    A Submit arrives after its slot, never before it, and on a loaded machine up to ``LATE`` after it:
+    then two slots' Submits can arrive together. Arrivals in any window of ``1 - LATE`` seconds
+    therefore had their slots in one second, and there are at most 11 of those.
+    """
     tasks = 150
     mobiles = [unique_mobile("138") for _ in range(tasks)]
     SENT.extend(mobiles)
@@ -180,11 +188,15 @@ def test_ten_per_second_over_two_workers(pool, sandboxes):
     assert {result_of(r)["status"] for r in pending} == {"submitted"}
     arrivals = sorted(c["at"] for box in sandboxes for c in box.calls() if c["account"] == ACCOUNTS["ten"]["apiid"])
     assert len(arrivals) == tasks
-    busiest = max(sum(1 for t in arrivals if start <= t < start + 1) for start in arrivals)
+
+    def busiest(window: float) -> int:
+        return max(sum(1 for t in arrivals if start <= t < start + window) for start in arrivals)
+
     sustained = (tasks - 1) / (arrivals[-1] - arrivals[0])
-    print(f"\n10/s over two workers, {tasks} Submits: busiest second {busiest}, sustained {sustained:.2f}/s")
-    assert busiest <= 11
-    assert sustained >= 9.5
+    print(f"\n10/s over two workers, {tasks} Submits: busiest second {busiest(1.0)},"
+          f" busiest {1 - LATE:.1f} s {busiest(1 - LATE)}, sustained {sustained:.2f}/s")
+    assert busiest(1 - LATE) <= 11
+    assert 9.5 <= sustained <= 10.5
     assert all(any(c["account"] == ACCOUNTS["ten"]["apiid"] for c in box.calls()) for box in sandboxes)  # both sent
 
 
@@ -201,7 +213,7 @@ def test_the_metrics_scraped_after_the_run_match_every_result(pool, sandboxes, s
     assert len(RESULTS) > 150  # the tests above ran
     assert pool.cli("balance").returncode == 0  # a balance recorded for each account, as the beat's check does
     port = free_port()
-    process = start(pool, "metrics", "-m", "worker.cli", "metrics", "--port", str(port), "--address", "127.0.0.1")
+    process = start(pool, "metrics", "-m", "cli", "metrics", "--port", str(port), "--address", "127.0.0.1")
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         wait_for(lambda: _answers(url), 30, 0.1, "the metrics endpoint")

@@ -44,6 +44,12 @@ def test_scrubber_leaves_ids_numbers_and_longer_digit_runs_alone(scrubber):
         assert scrubber.text(text) == text
 
 
+def test_scrubber_filters_an_apikey_that_looks_like_an_id():
+    hex_key = "0123456789abcdef0123456789abcdef"  # as long as a trace id, and as hex
+    assert Scrubber([hex_key]).text(hex_key) == FILTERED
+    assert Scrubber([hex_key]).text(f"key={hex_key}") == f"key={FILTERED}"
+
+
 def test_scrubber_drops_task_arguments_everywhere(scrubber):
     event = {
         "extra": {"celery-job": {"task_name": "send_voice_code", "args": [MOBILE, CODE], "kwargs": {"code": CODE}}},
@@ -96,10 +102,10 @@ LEAKY = textwrap.dedent(f"""
 """)
 
 
-def run_with_sentry(script: str, receiver: SentryReceiver) -> subprocess.CompletedProcess:
+def run_with_sentry(script: str, receiver: SentryReceiver, sample_rate: str = "1.0") -> subprocess.CompletedProcess:
     """Run ``script`` in a fresh interpreter whose settings point Sentry at ``receiver``, every trace sampled."""
     env = {"IHUYI_ACCOUNTS": json.dumps(ACCOUNTS), "SENTRY_DSN": receiver.dsn, "SENTRY_ENVIRONMENT": "ci",
-           "SENTRY_TRACES_SAMPLE_RATE": "1.0", "VOICECODE_ENV_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
+           "SENTRY_TRACES_SAMPLE_RATE": sample_rate, "VOICECODE_ENV_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
@@ -124,6 +130,85 @@ def test_every_channel_is_scrubbed_on_the_wire():
     error = next(e for e in receiver.events() if e.get("exception"))
     assert error["exception"]["values"][0]["value"] == f"138****8000 {FILTERED}"
     assert all("vars" not in frame for frame in error["exception"]["values"][0]["stacktrace"]["frames"])
+
+
+# Task runs through Celery's own tracer, as a worker runs them, with Sentry started as in a worker;
+# prints each run's task id.
+WORKER_RUNS = textwrap.dedent(f"""
+    import json, time, uuid
+    import sentry_sdk
+    from celery import Celery
+    from celery.app.trace import build_tracer
+    from config import get_settings
+    from worker.ops.sentry import init_sentry
+
+    assert init_sentry(get_settings(), "worker")
+    app = Celery("runs", broker="memory://")
+    app.conf.task_ignore_result = True
+
+    @app.task(name="tagged")
+    def tagged():
+        sentry_sdk.set_tag("outcome", "submitted")
+
+    @app.task(name="plain")
+    def plain():
+        pass
+
+    @app.task(name="fails")
+    def fails():
+        raise RuntimeError("refused {MOBILE} {APIKEY}")
+
+    @app.task(name="probe_paused_accounts")
+    def probe():
+        pass
+
+    def run(task, headers=None):
+        task_id = str(uuid.uuid4())
+        build_tracer(task.name, task, app=app, eager=False, propagate=False)(
+            task_id, [], {{}}, {{"id": task_id, "headers": headers or {{}}}})
+        return task_id
+
+    beat_headers = {{"sentry-monitor-slug": "probe-paused-accounts", "sentry-monitor-check-in-id": "c" * 32,
+                    "sentry-monitor-start-timestamp-s": "%.9f" % time.time(),
+                    "sentry-monitor-config": {{"schedule": {{"type": "interval", "value": 1, "unit": "minute"}}}}}}
+    ids = {{"tagged": run(tagged), "plain": run(plain), "fails": run(fails), "probe": run(probe, beat_headers)}}
+    sentry_sdk.flush(10)
+    print(json.dumps(ids))
+""")
+
+
+def test_a_worker_sends_a_transaction_per_sampled_run_and_an_error_per_failed_one():
+    with SentryReceiver() as receiver:
+        ids = json.loads(run_with_sentry(WORKER_RUNS, receiver).stdout)
+        wait_for(lambda: len(receiver.transactions()) >= 4 and receiver.events() and receiver.check_ins(), 10,
+                 what="4 transactions, an error and a check-in")
+        wire = b"".join(receiver.bodies)
+
+    runs = {t["tags"]["celery_task_id"]: t for t in receiver.transactions()}
+    assert {runs[ids[name]]["transaction"] for name in ids} == {"tagged", "plain", "fails", "probe_paused_accounts"}
+    assert {t["contexts"]["trace"]["op"] for t in runs.values()} == {"queue.task.celery"}
+    assert runs[ids["tagged"]]["tags"]["outcome"] == "submitted"
+    assert "outcome" not in runs[ids["plain"]]["tags"]  # nothing of the run before on the same thread
+    assert runs[ids["plain"]]["contexts"]["trace"]["status"] == "ok"
+    assert runs[ids["fails"]]["contexts"]["trace"]["status"] == "internal_error"
+    assert len({t["contexts"]["trace"]["trace_id"] for t in runs.values()}) == 4
+    [error] = receiver.events()  # once: Celery's own line about the failure is no second event
+    assert error["tags"]["celery_task_id"] == ids["fails"]
+    assert error["exception"]["values"][0]["value"] == f"refused 138****8000 {FILTERED}"
+    [check_in] = receiver.check_ins()
+    assert (check_in["monitor_slug"], check_in["status"], check_in["check_in_id"]) == (
+        "probe-paused-accounts", "ok", "c" * 32)
+    assert MOBILE.encode() not in wire and APIKEY.encode() not in wire
+
+
+def test_a_worker_builds_no_transaction_for_an_unsampled_run():
+    with SentryReceiver() as receiver:
+        ids = json.loads(run_with_sentry(WORKER_RUNS, receiver, sample_rate="0").stdout)
+        wait_for(lambda: receiver.events() and receiver.check_ins(), 10, what="an error and a check-in")
+
+    assert not receiver.transactions()
+    [error] = receiver.events()
+    assert error["tags"]["celery_task_id"] == ids["fails"]
 
 
 # An HTTP request made inside a sampled transaction, as the ihuyi client makes them; prints its headers.

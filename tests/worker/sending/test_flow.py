@@ -1,6 +1,7 @@
 """The send flow without Celery: a Sender over the real stores (Redis) and the sandbox over HTTP."""
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Iterator
@@ -10,19 +11,18 @@ import redis
 
 from config.settings import load_settings
 from ihuyi.sandbox import Sandbox
+from tests.servers import redis_url
 from tests.support import ACCOUNTS, SANDBOX_ACCOUNTS, base_env, submits, unique_mobile
 from tests.worker.conftest import TEST_DB
-from worker.sending import flow
+from worker.sending import decide
 from worker.sending.flow import Done, Park, Refusal, RetryIn, Sender
 from worker.sending.request import VoiceCodeRequest
 from worker.stores import Stores
-from worker.stores.enqueues import EnqueueRecords
-from worker.stores.throttle import number_key
 
 
 @pytest.fixture
 def sender(redis_db, fresh_sandbox) -> Sender:
-    url = f"redis://127.0.0.1:6379/{TEST_DB}"
+    url = redis_url(TEST_DB)
     env = base_env(fresh_sandbox.url, CELERY_BROKER_URL=url, REDIS_URL=url, MOBILE_THROTTLE="1/60s")
     settings = load_settings(env)
     return Sender(settings, Stores.connect(settings))
@@ -30,6 +30,18 @@ def sender(redis_db, fresh_sandbox) -> Sender:
 
 def request(mobile: str, request_id: str = "r-1", account: str = "default", ttl: int = 60) -> VoiceCodeRequest:
     return VoiceCodeRequest(mobile, "4821", account, request_id, ttl)
+
+
+def round_trips_and_submits(sender: Sender, account: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A list that records, in order, each round trip to Redis ("redis") and each Submit on ``account``."""
+    events = []
+    send_packed = redis.connection.AbstractConnection.send_packed_command
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",
+                        lambda conn, *a, **kw: (events.append("redis"), send_packed(conn, *a, **kw))[1])
+    submit = sender.clients[account].submit
+    monkeypatch.setattr(sender.clients[account], "submit",
+                        lambda *a, **kw: (events.append("Submit"), submit(*a, **kw))[1])
+    return events
 
 
 def test_a_request_is_submitted_once_and_then_answers_duplicate(sender, fresh_sandbox):
@@ -55,7 +67,7 @@ def test_a_failure_before_anything_was_sent_gives_the_throttle_back(redis_db):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # nothing listens there once closed
-    url = f"redis://127.0.0.1:6379/{TEST_DB}"
+    url = redis_url(TEST_DB)
     settings = load_settings(base_env(f"http://127.0.0.1:{port}/webservice/voice.php", CELERY_BROKER_URL=url,
                                       REDIS_URL=url, MOBILE_THROTTLE="1/60s"))
     stores = Stores.connect(settings)
@@ -66,7 +78,7 @@ def test_a_failure_before_anything_was_sent_gives_the_throttle_back(redis_db):
 
 def test_a_request_another_attempt_holds_is_not_sent_again(sender, fresh_sandbox):
     mobile = unique_mobile("138")
-    sender.idempotency.begin("r-1", 60)  # a live attempt elsewhere
+    sender.idempotency.begin("r-1", 60, message=(mobile, "4821", "default"))  # a live attempt elsewhere
     outcome = sender.send(request(mobile), task_id="t-1")
     assert isinstance(outcome, RetryIn) and "another worker" in outcome.reason
     assert submits(fresh_sandbox, mobile) == []
@@ -102,6 +114,59 @@ def test_a_task_parked_for_its_slot_finds_it_in_the_record(sender, fresh_sandbox
     assert isinstance(back, Done) and back.status == "submitted" and back.result["attempts"] == 1
 
 
+def test_a_submit_long_after_the_gate_claims_the_request_first(sender, fresh_sandbox, monkeypatch):
+    monkeypatch.setattr(decide, "CLAIM_AFTER_SECONDS", -1.0)  # as if the wait for the slot had been long
+    claimed = []
+    claim = sender.idempotency.claim
+    monkeypatch.setattr(sender.idempotency, "claim", lambda *a: claimed.append(claim(*a)) or claimed[-1])
+    outcome = sender.send(request(unique_mobile("138")), task_id="t-1")
+    assert outcome.status == "submitted" and [c.state for c in claimed] == ["go"]
+
+
+def test_a_lost_claim_sends_nothing_and_gives_the_number_back(sender, fresh_sandbox, monkeypatch):
+    monkeypatch.setattr(decide, "CLAIM_AFTER_SECONDS", -1.0)
+    claim = sender.idempotency.claim
+
+    def taken_over(request_id, attempt):  # another attempt took the request over during the wait
+        sender.redis.hset(sender.idempotency.key(request_id), "owner", "another attempt")
+        return claim(request_id, attempt)
+
+    monkeypatch.setattr(sender.idempotency, "claim", taken_over)
+    mobile = unique_mobile("138")
+    outcome = sender.send(request(mobile), task_id="t-1")
+    assert isinstance(outcome, RetryIn) and outcome.reason == "another attempt took this request over"
+    assert submits(fresh_sandbox, mobile) == [] and sender.throttle.retry_after(mobile) == 0.0
+
+
+def test_a_slot_reached_late_is_used_in_one_more_round_trip(sender, fresh_sandbox, monkeypatch):
+    monkeypatch.setattr(decide, "late_allowance", lambda rate: -1.0)  # every slot reached late
+    sender.send(request(unique_mobile("138"), "warm-up", account="slow"), task_id="t-0")  # the scripts loaded
+    time.sleep(0.2)  # the slots free again
+    events = round_trips_and_submits(sender, "slow", monkeypatch)
+    assert sender.send(request(unique_mobile("138"), account="slow"), task_id="t-1").status == "submitted"
+    assert events == ["redis", "redis", "Submit", "redis"]  # the gate, the late use, the Submit, the finish
+
+
+def test_a_slot_reached_late_behind_others_parks_for_a_new_one(sender, fresh_sandbox, monkeypatch):
+    rate = sender.settings.accounts["slow"].rate  # 10/s, burst 2
+    monkeypatch.setattr(decide, "late_allowance", lambda rate: -1.0)
+    late = sender.gate.late
+
+    def behind_others(*args, **kwargs):  # the account's next second reserved while this thread stood still
+        for _ in range(12):
+            sender.limiter.reserve("slow", rate, max_wait=60)
+        return late(*args, **kwargs)
+
+    monkeypatch.setattr(sender.gate, "late", behind_others)
+    mobile = unique_mobile("138")
+    parked = sender.send(request(mobile, account="slow"), task_id="t-1")
+    assert isinstance(parked, Park) and 0.6 < parked.seconds <= 0.8 and submits(fresh_sandbox, mobile) == []
+    monkeypatch.undo()
+    time.sleep(parked.seconds)  # the parking lot's delay
+    back = sender.send(request(mobile, account="slow"), task_id="t-1")  # the parked copy, on its new slot
+    assert isinstance(back, Done) and back.status == "submitted" and back.result["attempts"] == 1
+
+
 # -- what ihuyi refuses, by who it is about ---------------------------------------------------
 
 HOST_A, HOST_B = "host-a", "host-b"
@@ -123,7 +188,7 @@ def host_a(redis_db, other_box) -> Sender:
 
 
 def sender_on(box: Sandbox, host: str, **env: str) -> Sender:
-    url = f"redis://127.0.0.1:6379/{TEST_DB}"
+    url = redis_url(TEST_DB)
     settings = load_settings(base_env(box.url, CELERY_BROKER_URL=url, REDIS_URL=url, MOBILE_THROTTLE="1/60s",
                                       VOICECODE_HOST=host, ACCOUNT_PROBE_SECONDS="1", **env))
     return Sender(settings, Stores.connect(settings))
@@ -138,7 +203,8 @@ def test_a_number_ihuyi_calls_too_often_ends_throttled_and_is_blocked(sender, fr
     assert sender.accounts.paused("default", sender.host) is None  # no pause
     assert outcome.refusal is None  # nothing for a person: no unknown_code, nor any alert
     assert window - 2 < sender.throttle.retry_after(mobile) <= window
-    refused = EnqueueRecords(sender.redis).reserve("next", "t-2", number_key(sender.throttle.prefix, mobile), [], 60)
+    refused = sender.idempotency.reserve("next", "t-2", (mobile,), (mobile,), windows=[],
+                                         throttle=(*sender.throttle.keys(mobile), "next"))
     assert refused.status == "throttled" and window - 2 < refused.retry_after <= window  # the next enqueue
     letter = sender.dead_letters.get(outcome.result["dead_letter"])
     assert letter.reason == "throttled" and f"retry after {window} s" in letter.detail
@@ -168,7 +234,8 @@ def test_a_hosts_ip_refused_pauses_that_host_only_and_another_host_sends(host_a,
 
 def test_a_host_paused_alone_dead_letters_after_the_hand_back_window(host_a, monkeypatch):
     host_a.accounts.pause("default", 4052, "访问ip与备案ip不符", HOST_A)
-    monkeypatch.setattr(flow, "HAND_BACK_SECONDS", 0.0)  # as if this request had been handed back for 10 s
+    # As if this request had been handed back for 10 s: the gate is told no window is left.
+    monkeypatch.setattr(host_a, "policy", dataclasses.replace(host_a.policy, hand_back_window=0.0))
     outcome = host_a.send(request(unique_mobile("138")), task_id="t-1")
     assert isinstance(outcome, Done)
     assert (outcome.result["reason"], outcome.result["code"], outcome.result["attempts"]) == ("account_paused", 4052, 0)
@@ -223,22 +290,17 @@ def test_the_apikey_mode_never_blames_the_clock(redis_db, other_box):
 # -- metrics -----------------------------------------------------------------------------------
 
 def test_each_delivery_counts_in_one_round_trip(sender, fresh_sandbox, monkeypatch):
-    executes = []
-    pipeline = sender.metrics.pipeline
-
-    def counted() -> redis.client.Pipeline:
-        pipe = pipeline()
-        original = pipe.execute
-        pipe.execute = lambda *a, **kw: (executes.append(len(pipe.command_stack)), original(*a, **kw))[1]
-        return pipe
-
-    monkeypatch.setattr(sender.metrics, "pipeline", counted)
+    written = []
+    add, finish = sender.metrics.add, sender.idempotency.finish
+    monkeypatch.setattr(sender.metrics, "add", lambda counts: (written.append(("own", len(counts))), add(counts))[1])
+    monkeypatch.setattr(sender.idempotency, "finish",
+                        lambda *a: (written.append(("with the finish", len(a[3]))), finish(*a))[1])
     mobile = f"1990111{time.time_ns() % 10000:04d}"  # HTTP 500 once, then sent
     assert isinstance(sender.send(request(mobile), task_id="t-1"), RetryIn)
     assert sender.send(request(mobile), task_id="t-1").status == "submitted"
     assert sender.send(request(mobile), task_id="t-1").status == "duplicate"
-    # The Submit's two fields; then the finish, the Submit's two, the outcome; then the outcome.
-    assert executes == [2, 4, 1]
+    # The Submit's two fields; then the Submit's two and the outcome with the finish; then the outcome.
+    assert written == [("own", 2), ("with the finish", 3), ("own", 1)]
     snapshot = sender.metrics.snapshot()
     assert snapshot.outcomes == {("default", "submitted", "2"): 1, ("default", "duplicate", "2"): 1}
     assert snapshot.submit["default"].count == 2
@@ -246,23 +308,21 @@ def test_each_delivery_counts_in_one_round_trip(sender, fresh_sandbox, monkeypat
 
 def test_a_send_is_one_round_trip_before_the_submit_and_one_after(sender, fresh_sandbox, monkeypatch):
     sender.send(request(unique_mobile("138"), "warm-up"), task_id="t-0")  # the scripts loaded
-    events = []
-    send_packed = redis.connection.AbstractConnection.send_packed_command
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",
-                        lambda conn, *a, **kw: (events.append("redis"), send_packed(conn, *a, **kw))[1])
-    submit = sender.clients["default"].submit
-    monkeypatch.setattr(sender.clients["default"], "submit", lambda *a, **kw: (events.append("Submit"), submit(*a, **kw))[1])
-    outcome = sender.send(request(unique_mobile("138")), task_id="t-1")
+    events = round_trips_and_submits(sender, "default", monkeypatch)
+    mobile = unique_mobile("138")
+    outcome = sender.send(request(mobile), task_id="t-1")
     assert outcome.status == "submitted"
     assert events == ["redis", "Submit", "redis"]
-    assert sender.idempotency.begin("r-1", 60).state == "done"  # the record was written in that last one
+    # the record was written in that last one
+    assert sender.idempotency.begin("r-1", 60, message=(mobile, "4821", "default")).state == "done"
 
 
 def test_a_send_is_recorded_after_the_redis_scripts_were_flushed(sender, fresh_sandbox):
     sender.send(request(unique_mobile("138"), "warm-up"), task_id="t-0")
     sender.redis.script_flush()  # as after a restart of the state Redis
-    assert sender.send(request(unique_mobile("138")), task_id="t-1").status == "submitted"
-    assert sender.idempotency.begin("r-1", 60).result["status"] == "submitted"
+    mobile = unique_mobile("138")
+    assert sender.send(request(mobile), task_id="t-1").status == "submitted"
+    assert sender.idempotency.begin("r-1", 60, message=(mobile, "4821", "default")).result["status"] == "submitted"
     assert sender.metrics.snapshot().outcomes[("default", "submitted", "2")] == 2
 
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.errors import InvalidPayload
-from worker.sending.request import MAX_MOBILE_INPUT, MAX_TTL, normalise_mobile, validate
+from worker.sending.request import MAX_MOBILE_INPUT, MAX_TTL, normalise_code, normalise_mobile, validate
 
 ACCOUNTS = {"default", "spare"}
 
@@ -57,6 +57,55 @@ def test_bad_codes_name_the_field(code):
     with pytest.raises(InvalidPayload) as info:
         check("13800138000", code)
     assert info.value.field == "code"
+
+
+@pytest.mark.parametrize("mobile, code", [
+    (" 13800138000 ", " 4821 "),  # what a web form sends when the person typed a space
+    ("\t13800138000\r\n", "4821\n"),
+    ("13800138000\x0b", "\x0c\r\t 4821 \t"),
+])
+def test_ascii_space_around_a_mobile_or_a_code_is_dropped(mobile, code):
+    req = check(mobile, code)
+    assert (req.mobile, req.code) == ("13800138000", "4821")
+
+
+@pytest.mark.parametrize("code", [
+    "48 21", "48\t21", "4-821",  # inside a code nothing but digits
+    "\u00a04821", "4821\u3000", "\u20034821",  # no-break, ideographic, em spaces are not ASCII white space
+    " ", "\t\n",
+])
+def test_only_ascii_space_around_a_code_is_dropped(code):
+    with pytest.raises(InvalidPayload) as info:
+        check("13800138000", code)
+    assert info.value.field == "code"
+
+
+def test_normalise_code_leaves_what_is_not_a_string_for_the_check():
+    assert normalise_code(" 123456\n") == "123456"
+    assert normalise_code(1234) == 1234 and normalise_code(None) is None
+
+
+def test_check_verification_reads_a_code_with_space_around_it():
+    from tasks.verification import Verifications
+    from worker.stores.verifications import CheckResult
+
+    class Store:
+        def check(self, mobile, code):
+            if not isinstance(code, str) or not code.isdigit():
+                raise ValueError("code")
+            checked.append((mobile, code))
+            return CheckResult("approved")
+
+    checked: list[tuple[str, str]] = []
+    producer = type("Producer", (), {"state": None, "keep_seconds": 60})()
+    verifications = Verifications(producer, Store())
+    assert verifications.check(" 13800138000\t", "\t482159 \r\n").status == "approved"
+    assert checked == [("13800138000", "482159")]
+    for code in ("4821 59", "\u00a0482159", 482159):
+        with pytest.raises(InvalidPayload) as info:
+            verifications.check("13800138000", code)
+        assert info.value.field == "code"
+    assert len(checked) == 1  # a refused code reaches no check: it costs no attempt
 
 
 def test_account_request_id_and_ttl_are_checked():

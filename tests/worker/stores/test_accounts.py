@@ -185,3 +185,12 @@ def test_probe_keeps_a_host_paused_while_ihuyi_refuses_its_ip(states, sandbox):
     sandbox.set_account(APIID, forced_code=4052)
     assert probe(states, "a", client_for(sandbox).get_num, host="host-a") is False
     assert states.paused("a", "host-a") is not None and states.snapshot(["a"])[0].last_code == 4052
+
+
+def test_a_pause_of_the_pool_is_never_probed_from_a_host(states):
+    states.pause("a", 4052, "", host="host-a")
+    states.pause("a", 4050, "账号被冻结")
+    time.sleep(0.35)
+    assert states.claim_probe("a", "host-a", every=0.3) is False  # the pool's pause stops the host first
+    states.resume("a")
+    assert states.claim_probe("a", "host-a", every=0.3) is True

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from tests.servers import redis_client
 from tests.worker.conftest import TEST_DB
 from worker.stores.metrics import BUCKETS, OTHER, MetricsStore
 
@@ -27,7 +28,7 @@ def in_threads(count: int, work: Callable[[MetricsStore, int], None]) -> None:
     start, errors = threading.Barrier(count), []
 
     def run(i: int) -> None:
-        own = redis.Redis(host="127.0.0.1", port=6379, db=TEST_DB)
+        own = redis_client(TEST_DB)
         try:
             start.wait()
             work(MetricsStore(own, accounts=ACCOUNTS), i)
@@ -50,7 +51,7 @@ def test_outcomes_from_many_clients_add_up_exactly(client: redis.Redis) -> None:
 
     def work(store: MetricsStore, i: int) -> None:
         for n in range(200):
-            store.record_outcome(*events[(i + n) % len(events)])
+            store.add(store.outcome(*events[(i + n) % len(events)]))
 
     in_threads(8, work)
     expected = Counter()
@@ -67,7 +68,7 @@ def test_submit_histogram_is_cumulative_and_consistent_with_count_and_sum(client
 
     def work(store: MetricsStore, i: int) -> None:
         for seconds in durations:
-            store.observe_submit(ACCOUNTS[i % 2], seconds)
+            store.add(store.submit(ACCOUNTS[i % 2], seconds))
 
     in_threads(6, work)
     histograms = MetricsStore(client, accounts=ACCOUNTS).snapshot().submit
@@ -82,7 +83,7 @@ def test_submit_histogram_is_cumulative_and_consistent_with_count_and_sum(client
 def test_rate_limit_waits_add_up(client: redis.Redis) -> None:
     def work(store: MetricsStore, i: int) -> None:
         for _ in range(100):
-            store.record_rate_limit_wait("default", 0.125)
+            store.add(store.rate_limit_wait("default", 0.125))
 
     in_threads(5, work)
     waits = MetricsStore(client, accounts=ACCOUNTS).snapshot().rate_limit_waits
@@ -92,13 +93,13 @@ def test_rate_limit_waits_add_up(client: redis.Redis) -> None:
 
 def test_unknown_labels_become_other(client: redis.Redis) -> None:
     store = MetricsStore(client, accounts=ACCOUNTS)
-    store.record_outcome(HOSTILE, "submitted", 2)
-    store.record_outcome("default", HOSTILE, 2)
-    store.record_outcome("default", "submitted", 13800138000)
-    store.record_outcome("default", "submitted", 4821)  # a verification code passed by mistake
-    store.record_outcome('de"fault\n', "submitted", None)
-    store.observe_submit(HOSTILE, 0.2)
-    store.record_rate_limit_wait(HOSTILE, 1.5)
+    store.add(store.outcome(HOSTILE, "submitted", 2))
+    store.add(store.outcome("default", HOSTILE, 2))
+    store.add(store.outcome("default", "submitted", 13800138000))
+    store.add(store.outcome("default", "submitted", 4821))  # a verification code passed by mistake
+    store.add(store.outcome('de"fault\n', "submitted", None))
+    store.add(store.submit(HOSTILE, 0.2))
+    store.add(store.rate_limit_wait(HOSTILE, 1.5))
 
     snapshot = store.snapshot()
     assert snapshot.outcomes == {(OTHER, "submitted", "2"): 1, ("default", OTHER, "2"): 1,
@@ -110,7 +111,8 @@ def test_unknown_labels_become_other(client: redis.Redis) -> None:
 
 def test_fields_are_relabelled_when_read(client: redis.Redis) -> None:
     """A field of an account no longer configured joins ``other``; a field never written by the store is skipped."""
-    MetricsStore(client, accounts=("default", "retired")).record_outcome("retired", "submitted", 2)
+    earlier = MetricsStore(client, accounts=("default", "retired"))
+    earlier.add(earlier.outcome("retired", "submitted", 2))
     client.hset("voicecode:metrics:outcomes", mapping={f"{HOSTILE}|submitted|2": 4, "junk": 7})
     client.hset("voicecode:metrics:submit_seconds", mapping={f"{HOSTILE}|le=0.5": 1, f"{HOSTILE}|sum_us": 300000,
                                                              "default|le=0.3": 9})
@@ -127,9 +129,9 @@ def test_fields_are_relabelled_when_read(client: redis.Redis) -> None:
 def test_a_duration_must_be_finite_and_not_negative(client: redis.Redis, seconds: float) -> None:
     store = MetricsStore(client, accounts=ACCOUNTS)
     with pytest.raises(ValueError):
-        store.observe_submit("default", seconds)
+        store.add(store.submit("default", seconds))
     with pytest.raises(ValueError):
-        store.record_rate_limit_wait("default", seconds)
+        store.add(store.rate_limit_wait("default", seconds))
     assert client.dbsize() == 0
 
 
@@ -145,28 +147,26 @@ def test_each_write_and_the_snapshot_is_one_round_trip(client: redis.Redis, monk
     original = redis.connection.AbstractConnection.send_packed_command
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",
                         lambda self, *args, **kwargs: (sends.append(1), original(self, *args, **kwargs))[1])
-    for write in (lambda: store.record_outcome("default", "submitted", 2),
-                  lambda: store.observe_submit("default", 0.2),
-                  lambda: store.record_rate_limit_wait("default", 0.2),
+    for write in (lambda: store.add(store.outcome("default", "submitted", 2)),
+                  lambda: store.add(store.submit("default", 0.2)),
+                  lambda: store.add(store.rate_limit_wait("default", 0.2)),
                   store.snapshot):
         sends.clear()
         write()
         assert len(sends) == 1
 
 
-def test_a_sends_events_share_one_round_trip_on_a_pipeline(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sends_events_are_written_together_in_one_round_trip(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     store = MetricsStore(client, accounts=ACCOUNTS)
     client.ping()
     sends = []
     original = redis.connection.AbstractConnection.send_packed_command
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",
                         lambda self, *args, **kwargs: (sends.append(1), original(self, *args, **kwargs))[1])
-    pipe = store.pipeline()
-    store.observe_submit("default", 0.2, pipe=pipe)
-    store.record_rate_limit_wait("default", 0.5, pipe=pipe)
-    store.record_outcome("default", "submitted", 2, pipe=pipe)
-    assert sends == []  # queued, not sent
-    pipe.execute()
+    counts = [*store.submit("default", 0.2), *store.rate_limit_wait("default", 0.5),
+              *store.outcome("default", "submitted", 2)]
+    assert sends == []  # described, not sent
+    store.add(counts)
     assert len(sends) == 1
     snapshot = store.snapshot()
     assert snapshot.outcomes == {("default", "submitted", "2"): 1}

@@ -24,36 +24,37 @@ def test_entries_come_out_in_due_order(lot):
     for n, delay in enumerate([0.2, 0.0, 0.1]):
         lot.park(delay, {"n": n})
     time.sleep(0.25)
-    assert [m["n"] for _, m in lot.take_due()] == [1, 2, 0]
+    assert [m["n"] for _, m in lot.take_due().entries] == [1, 2, 0]
 
 
 def test_entries_not_due_are_not_taken(lot):
     assert lot.next_due_in() is None
     lot.park(10, {"n": 0})
-    assert lot.take_due() == []
+    assert lot.take_due().entries == []
     assert 9.9 < lot.next_due_in() <= 10
     lot.park(-1, {"n": 1})
     assert lot.next_due_in() == 0
-    assert [m for _, m in lot.take_due()] == [{"n": 1}]
+    assert [m for _, m in lot.take_due().entries] == [{"n": 1}]
     assert lot.size() == 2
 
 
 def test_take_due_respects_the_limit(lot):
     for n in range(5):
         lot.park(0, {"n": n})
-    assert len(lot.take_due(limit=3)) == 3
-    assert len(lot.take_due(limit=3)) == 2
-    assert lot.take_due(limit=3) == []
+    assert len(lot.take_due(limit=3).entries) == 3
+    assert len(lot.take_due(limit=3).entries) == 2
+    assert lot.take_due(limit=3).entries == []
 
 
 def test_a_lease_that_runs_out_makes_the_entry_due_again(lot, redis_db):
     lot.park(0, SECRET)
-    [(entry_id, message)] = lot.take_due(lease=0.2)
+    [(entry_id, message)] = lot.take_due(lease=0.2).entries
     assert message == SECRET
-    assert lot.take_due() == []
+    again = lot.take_due()
+    assert again.entries == [] and 0.1 < again.next_due_in <= 0.2  # due again once the lease runs out
     assert lot.size() == 1
     time.sleep(0.25)
-    assert lot.take_due() == [(entry_id, SECRET)]
+    assert lot.take_due() == ([(entry_id, SECRET)], 30.0)
     lot.done(entry_id)
     assert lot.size() == 0 and lot.next_due_in() is None
     assert redis_db.keys("*") == []
@@ -82,6 +83,28 @@ def test_two_movers_publish_every_message_exactly_once(lot):
     assert lot.size() == 0
     lateness = sorted(at - due for _, due, at in published)
     assert lateness[int(0.99 * count)] < 0.25, (parked, lateness[int(0.99 * count)], lateness[-1])
+
+
+def test_an_idle_mover_polls_seldom_and_moves_a_park_of_its_process_at_once(lot):
+    polls, published = [], []
+    take_due = lot.take_due
+
+    def counted(*args, **kwargs):
+        polls.append(time.monotonic())
+        return take_due(*args, **kwargs)
+
+    lot.take_due = counted
+    mover = Mover(lot, published.append, idle=5.0).start()
+    try:
+        wait_for(lambda: polls, timeout=5, what="the first poll")
+        lot.park(0.3, {"n": 1})
+        parked = time.monotonic()
+        wait_for(lambda: published, timeout=5, what="the parked message")
+        moved = time.monotonic() - parked
+    finally:
+        mover.stop()
+    assert published == [{"n": 1}] and 0.25 < moved < 1.0
+    assert len(polls) <= 4  # the first, the park's, the due time's (and the stop's), not one every 50 ms
 
 
 def test_a_failed_publish_keeps_the_message_until_its_lease_runs_out(lot, caplog):

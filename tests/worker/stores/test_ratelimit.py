@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from config.settings import Rate, parse_rate
+from tests.servers import redis_url
 from tests.worker.conftest import TEST_DB
 from worker.stores.ratelimit import RateLimiter
 
@@ -94,9 +95,53 @@ def test_accounts_are_independent(redis_db):
     assert RateLimiter(redis_db, prefix="other:").reserve("a", rate, max_wait=0).granted
 
 
-def _hammer(barrier, results, account: str) -> None:
-    """One worker process: reserve a slot, sleep until it, 'send'; until DURATION is over."""
-    limiter = RateLimiter(redis.Redis(host="127.0.0.1", port=6379, db=TEST_DB))
+# -- a slot used late -------------------------------------------------------------------------
+
+def test_a_late_slot_nobody_reserved_after_moves_to_now_and_loses_nothing(redis_db):
+    limiter = RateLimiter(redis_db)
+    rate = Rate(2, 1.0, 1)
+    first = limiter.reserve("acct", rate, max_wait=60)
+    assert first.granted and first.ticket
+    time.sleep(0.3)  # woke 0.3 s after its slot, the account idle since
+    late = limiter.use_late("acct", rate, first.ticket, max_wait=60)
+    assert (late.granted, late.wait) == (True, 0.0)
+    following = limiter.reserve("acct", rate, max_wait=60)
+    assert 0.4 < following.wait <= 0.5  # one interval after the late use: counted as made now
+
+
+def test_a_late_slot_others_reserved_after_is_given_a_new_one_behind_theirs(redis_db):
+    limiter = RateLimiter(redis_db)
+    rate = Rate(2, 1.0, 1)
+    first = limiter.reserve("acct", rate, max_wait=60)
+    limiter.reserve("acct", rate, max_wait=60)  # counts on the first having gone at its time
+    late = limiter.use_late("acct", rate, first.ticket, max_wait=60)
+    assert late.granted and 0.8 < late.wait <= 1.0 and late.ticket != first.ticket
+    assert not limiter.use_late("acct", rate, "", max_wait=1.2).granted  # no ticket: a new slot, beyond max_wait
+
+
+def test_late_slots_used_together_go_at_the_rate_never_in_a_burst(redis_db):
+    """Five slots 0.2 s apart, all missed (a stalled worker): used late together, in any order,
+    they go one interval apart from now on, like any reservations."""
+    limiter = RateLimiter(redis_db)
+    rate = Rate(5, 1.0, 1)
+    reserved = [limiter.reserve("acct", rate, max_wait=60) for _ in range(5)]
+    time.sleep(1.0)
+    sends = []
+    for reservation in (reserved[2], reserved[4], reserved[0], reserved[3], reserved[1]):
+        asked = time.time()
+        late = limiter.use_late("acct", rate, reservation.ticket, max_wait=60)
+        assert late.granted
+        sends.append(asked + late.wait)
+    sends.sort()
+    assert all(b - a > 0.18 for a, b in zip(sends, sends[1:])), sends
+    assert sends[-1] - sends[0] == pytest.approx(0.8, abs=0.05)
+
+
+def _hammer(barrier, results, account: str, url: str) -> None:
+    """One worker process: reserve a slot, sleep until it, 'send'; until DURATION is over.
+
+    ``url`` is the session's Redis: a spawned process does not share the parent's module state."""
+    limiter = RateLimiter(redis.Redis.from_url(url))
     barrier.wait()
     end, sends = time.time() + DURATION, []
     while time.time() < end:
@@ -110,7 +155,7 @@ def _hammer(barrier, results, account: str) -> None:
 def test_several_processes_share_one_limit(redis_db):
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(PROCESSES), ctx.Queue()
-    procs = [ctx.Process(target=_hammer, args=(barrier, results, "shared")) for _ in range(PROCESSES)]
+    procs = [ctx.Process(target=_hammer, args=(barrier, results, "shared", redis_url(TEST_DB))) for _ in range(PROCESSES)]
     for p in procs:
         p.start()
     per_process = [results.get(timeout=30) for _ in procs]

@@ -1,11 +1,13 @@
-"""WorkerRegistry against the real Redis (the shared test database): announce, expiry, withdraw, union."""
+"""WorkerRegistry against the real Redis (the shared test database): announce, expiry, withdraw, union,
+accounts known while no worker is live, the workers' limits."""
 from __future__ import annotations
 
 import pytest
 import redis
 
 from tests.support import wait_for
-from worker.stores.registry import WorkerRegistry
+from config.settings import Window
+from worker.stores.registry import KNOWN_SECONDS, Limits, WorkerRegistry
 
 
 @pytest.fixture
@@ -80,3 +82,26 @@ def test_a_worker_with_no_accounts_adds_none(registry: WorkerRegistry) -> None:
 def test_a_ttl_must_be_positive(registry: WorkerRegistry, ttl: float) -> None:
     with pytest.raises(ValueError, match="ttl"):
         registry.announce("w1", ["default"], ttl=ttl)
+
+
+def test_an_account_stays_known_when_no_worker_is_live(registry: WorkerRegistry) -> None:
+    registry.announce("w1", ["default", "backup"], ttl=0.2)
+    registry.withdraw("w1")
+    view = registry.view()
+    assert view.live == set() and view.known == {"default", "backup"}
+
+
+def test_an_account_no_worker_announced_for_a_week_is_forgotten(client: redis.Redis, registry: WorkerRegistry) -> None:
+    registry.announce("w1", ["default", "old"])
+    seconds, _ = client.time()
+    client.zadd("voicecode:workers:known", {"old": seconds - KNOWN_SECONDS - 1})
+    assert registry.view().known == {"default"}
+
+
+def test_the_workers_limits_are_the_last_announced(registry: WorkerRegistry) -> None:
+    assert registry.view().limits is None
+    registry.announce("w1", ["default"], limits=Limits((Window(1, 60), Window(5, 3600)), 300))
+    registry.announce("w2", ["default"], limits=Limits((Window(2, 60),), 120))
+    assert registry.view().limits == Limits((Window(2, 60),), 120)
+    registry.announce("w3", ["default"])  # says nothing of limits: they stay
+    assert registry.view().limits == Limits((Window(2, 60),), 120)

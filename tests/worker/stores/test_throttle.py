@@ -166,11 +166,12 @@ def test_a_block_keeps_the_number_out_of_redis(redis_db):
 
 
 def test_the_producers_reservation_sees_a_block(redis_db):
-    """The producer's check (worker/stores/enqueues.py) refuses a new request to a blocked number."""
-    from worker.stores.enqueues import EnqueueRecords
+    """The producer's reservation (worker/stores/idempotency_reserve.lua) refuses a new request to a blocked number."""
+    from worker.stores.idempotency import IdempotencyStore
 
     MobileThrottle(redis_db, []).block(MOBILE, 3600)
-    records = EnqueueRecords(redis_db)
-    refused = records.reserve("r-1", "t-1", number_key("voicecode:throttle:", MOBILE), [], 60)
+    requests, throttle = IdempotencyStore(redis_db, lease_seconds=0), MobileThrottle(redis_db, [])
+    refused = requests.reserve("r-1", "t-1", (MOBILE,), (MOBILE,), throttle=(*throttle.keys(MOBILE), "m1"), windows=[])
     assert refused.status == "throttled" and 3599 < refused.retry_after <= 3600
-    assert records.reserve("r-2", "t-2", number_key("voicecode:throttle:", OTHER), [], 60).status == "new"
+    assert requests.reserve("r-2", "t-2", (OTHER,), (OTHER,), throttle=(*throttle.keys(OTHER), "m2"),
+                            windows=[]).status == "new"

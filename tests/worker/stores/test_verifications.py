@@ -11,7 +11,7 @@ from typing import TypeVar
 import pytest
 import redis
 
-from worker.stores.verifications import CheckResult, VerificationStore
+from worker.stores.verifications import CheckResult, Verification, VerificationStore, new_code
 
 MOBILE = "13800138000"
 SECRET = b"test-secret"
@@ -28,6 +28,12 @@ def client(redis_db: redis.Redis) -> redis.Redis:
 @pytest.fixture
 def store(client: redis.Redis) -> VerificationStore:
     return VerificationStore(client, SECRET)
+
+
+def start(store: VerificationStore, mobile: str, ttl: int, length: int = 6) -> tuple[Verification, str]:
+    """A new verification by a new code, and that code."""
+    code = new_code(length)
+    return store.start(mobile, ttl, code), code
 
 
 def wrong(code: str) -> str:
@@ -51,7 +57,7 @@ def concurrently(count: int, call: Callable[[], T]) -> list[T]:
 def test_start_makes_a_code_of_the_length_and_a_masked_verification(
     client: redis.Redis, store: VerificationStore, length: int
 ) -> None:
-    verification, code = store.start(MOBILE, ttl=300, length=length)
+    verification, code = start(store, MOBILE, ttl=300, length=length)
     now = float(client.time()[0])
     assert len(code) == length and code.isascii() and code.isdigit()
     assert verification.mobile == "138****8000"
@@ -64,22 +70,22 @@ def test_start_makes_a_code_of_the_length_and_a_masked_verification(
 @pytest.mark.parametrize("length", [3, 7])
 def test_start_refuses_a_length_outside_4_to_6(store: VerificationStore, length: int) -> None:
     with pytest.raises(ValueError, match="length"):
-        store.start(MOBILE, ttl=300, length=length)
+        start(store, MOBILE, ttl=300, length=length)
 
 
 def test_start_refuses_a_ttl_under_one_second(store: VerificationStore) -> None:
     with pytest.raises(ValueError, match="ttl"):
-        store.start(MOBILE, ttl=0)
+        start(store, MOBILE, ttl=0)
 
 
 def test_the_right_code_is_approved_once_then_not_found(store: VerificationStore) -> None:
-    _, code = store.start(MOBILE, ttl=300)
+    _, code = start(store, MOBILE, ttl=300)
     assert store.check(MOBILE, code) == CheckResult("approved")
     assert store.check(MOBILE, code) == CheckResult("not_found")
 
 
 def test_wrong_codes_count_down_then_lock_even_the_right_code(store: VerificationStore) -> None:
-    _, code = store.start(MOBILE, ttl=300)
+    _, code = start(store, MOBILE, ttl=300)
     answers = [store.check(MOBILE, wrong(code)) for _ in range(5)]
     assert answers == [CheckResult("rejected", left) for left in (4, 3, 2, 1, 0)]
     assert store.check(MOBILE, wrong(code)) == CheckResult("locked")
@@ -88,14 +94,14 @@ def test_wrong_codes_count_down_then_lock_even_the_right_code(store: Verificatio
 
 def test_max_attempts_is_configurable(client: redis.Redis) -> None:
     store = VerificationStore(client, SECRET, max_attempts=2)
-    _, code = store.start(MOBILE, ttl=300)
+    _, code = start(store, MOBILE, ttl=300)
     assert store.check(MOBILE, wrong(code)) == CheckResult("rejected", 1)
     assert store.check(MOBILE, wrong(code)) == CheckResult("rejected", 0)
     assert store.check(MOBILE, code) == CheckResult("locked")
 
 
 def test_an_expired_code_answers_expired_not_not_found(client: redis.Redis, store: VerificationStore) -> None:
-    verification, code = store.start(MOBILE, ttl=1)
+    verification, code = start(store, MOBILE, ttl=1)
     deadline = time.monotonic() + 5
     while _redis_now(client) < verification.expires_at:
         assert time.monotonic() < deadline, "the Redis clock did not pass the expiry"
@@ -106,27 +112,27 @@ def test_an_expired_code_answers_expired_not_not_found(client: redis.Redis, stor
 
 def test_the_record_outlives_its_expiry_by_the_grace(client: redis.Redis) -> None:
     store = VerificationStore(client, SECRET, grace=100)
-    store.start(MOBILE, ttl=10)
+    start(store, MOBILE, ttl=10)
     [key] = client.keys("*")
     assert 100 < client.ttl(key) <= 110
 
 
 def test_not_found_without_a_verification_or_for_another_number(store: VerificationStore) -> None:
     assert store.check(MOBILE, "123456") == CheckResult("not_found")
-    _, code = store.start(MOBILE, ttl=300)
+    _, code = start(store, MOBILE, ttl=300)
     assert store.check("13900139000", code) == CheckResult("not_found")
 
 
 @pytest.mark.parametrize("code", ["123", "1234567", "12a4", "١٢٣٤", "1234\n", " 1234", ""])
 def test_a_malformed_code_is_refused_without_costing_an_attempt(store: VerificationStore, code: str) -> None:
-    _, right = store.start(MOBILE, ttl=300)
+    _, right = start(store, MOBILE, ttl=300)
     with pytest.raises(ValueError, match="code"):
         store.check(MOBILE, code)
     assert store.check(MOBILE, wrong(right)) == CheckResult("rejected", 4)
 
 
 def test_concurrent_wrong_codes_never_exceed_the_attempt_limit(client: redis.Redis, store: VerificationStore) -> None:
-    _, code = store.start(MOBILE, ttl=300)
+    _, code = start(store, MOBILE, ttl=300)
     answers = concurrently(50, lambda: store.check(MOBILE, wrong(code)))
     statuses = Counter(a.status for a in answers)
     assert set(statuses) == {"rejected", "locked"}
@@ -137,15 +143,15 @@ def test_concurrent_wrong_codes_never_exceed_the_attempt_limit(client: redis.Red
 
 
 def test_concurrent_right_codes_approve_exactly_once(store: VerificationStore) -> None:
-    _, code = store.start(MOBILE, ttl=300)
+    _, code = start(store, MOBILE, ttl=300)
     answers = concurrently(50, lambda: store.check(MOBILE, code))
     assert Counter(a.status for a in answers) == {"approved": 1, "not_found": 49}
 
 
 def test_a_new_start_replaces_the_pending_verification(store: VerificationStore) -> None:
-    old, old_code = store.start(MOBILE, ttl=300)
+    old, old_code = start(store, MOBILE, ttl=300)
     assert store.attach_task(MOBILE, old.id, "task-1")
-    new, new_code = store.start(MOBILE, ttl=300)
+    new, new_code = start(store, MOBILE, ttl=300)
     assert new.id != old.id
     assert new.replaced_task_id == "task-1"
     assert not store.attach_task(MOBILE, old.id, "task-2")
@@ -156,18 +162,18 @@ def test_a_new_start_replaces_the_pending_verification(store: VerificationStore)
 
 def test_attach_task_needs_a_live_verification(store: VerificationStore) -> None:
     assert not store.attach_task(MOBILE, "no-such-id", "task-1")
-    verification, code = store.start(MOBILE, ttl=300)
+    verification, code = start(store, MOBILE, ttl=300)
     assert store.attach_task(MOBILE, verification.id, "task-1")
     store.check(MOBILE, code)
     assert not store.attach_task(MOBILE, verification.id, "task-1")
 
 
 def test_neither_the_code_nor_the_number_is_stored(client: redis.Redis, store: VerificationStore) -> None:
-    verification, code = store.start(MOBILE, ttl=300)
+    verification, code = start(store, MOBILE, ttl=300)
     store.attach_task(MOBILE, verification.id, "task-1")
     store.check(MOBILE, wrong(code))
     other_mobile = "13900139000"
-    _, other_code = store.start(other_mobile, ttl=300)
+    _, other_code = start(store, other_mobile, ttl=300)
     secrets_ = [MOBILE.encode(), code.encode(), other_mobile.encode(), other_code.encode()]
     stored = []
     for key in client.scan_iter("*"):
@@ -182,7 +188,7 @@ def test_neither_the_code_nor_the_number_is_stored(client: redis.Redis, store: V
 
 
 def test_another_secret_sees_nothing(client: redis.Redis, store: VerificationStore) -> None:
-    _, code = store.start(MOBILE, ttl=300)
+    _, code = start(store, MOBILE, ttl=300)
     assert VerificationStore(client, b"another").check(MOBILE, code) == CheckResult("not_found")
 
 

@@ -14,7 +14,7 @@ ENV = {"PATH": os.environ["PATH"], "VOICECODE_ENV_FILE": os.devnull}
 
 
 def voicecode(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT, env=ENV,
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 from config import ConfigError, get_settings
 
@@ -22,7 +24,7 @@ T = TypeVar("T")
 def _send(args: argparse.Namespace) -> int:
     from tasks.producer import enqueue_voice_code
 
-    result = enqueue_voice_code(args.mobile, args.code, args.account, args.request_id, args.ttl)
+    result = enqueue_voice_code(args.mobile, args.code, args.account, args.request_id, args.ttl, args.requester)
     print(result.id, flush=True)
     if args.wait:
         from celery.exceptions import TimeoutError as CeleryTimeout
@@ -103,14 +105,23 @@ def _accounts(args: argparse.Namespace) -> int:
             return _fail(f"unknown account {args.name!r}")
         print(f"{args.name}: {'resumed' if states.resume_everywhere(args.name) else 'was not paused'}")
         return 0
-    print(f"{'account':12}  {'state':24}  {'rate':8}  {'fallback':10}  {'last code':>9}  {'balance':>8}")
+    from worker.stores.guards import Guards, shown_range
+
+    guards = Guards(_stores().redis)
+    used = guards.budget_use(settings.accounts)
+    print(f"{'account':12}  {'state':24}  {'rate':8}  {'fallback':10}  {'last code':>9}  {'balance':>8}  "
+          f"{'today/budget':>13}")
     for state in states.snapshot(settings.accounts):
         account = settings.accounts[state.name]
         shown = "active" if state.paused is None else f"paused ({state.paused.code}) since {_when(state.paused.since)[11:]}"
+        budget = f"{used[state.name]}/{account.daily_budget or '-'}"
         print(f"{state.name:12}  {shown:24}  {str(account.rate):8}  {account.fallback or '-':10}  "
-              f"{'-' if state.last_code is None else state.last_code:>9}  {'-' if state.balance is None else state.balance:>8}")
+              f"{'-' if state.last_code is None else state.last_code:>9}  {'-' if state.balance is None else state.balance:>8}  "
+              f"{budget:>13}")
         for pause in state.host_pauses:
             print(f"{'':12}  paused on host {pause.host} ({pause.code}) since {_when(pause.since)[11:]}")
+    for name, seconds in sorted(guards.blocked_ranges().items()):
+        print(f"range {shown_range(name)} blocked for {seconds:.0f} s more (too many of its numbers called)")
     return 0
 
 
@@ -122,6 +133,43 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Where ``voicecode sandbox calls`` looks when IHUYI_API_URL names no sandbox: ``voicecode sandbox``'s default.
+SANDBOX_URL = "http://127.0.0.1:8099"
+
+
+def _sandbox_calls(args: argparse.Namespace) -> int:
+    import requests
+
+    from ihuyi.sandbox import phone_line
+
+    api = urlsplit(os.environ.get("IHUYI_API_URL", ""))
+    # The sandbox speaks plain HTTP only: an https:// URL is ihuyi itself, which has no such list.
+    url = (args.url or (f"http://{api.netloc}" if api.scheme == "http" and api.netloc else SANDBOX_URL)).rstrip("/")
+    try:
+        reply = requests.get(f"{url}/_sandbox/calls", params={"method": "Submit"}, timeout=5)
+        reply.raise_for_status()
+        calls = reply.json()
+    except (requests.RequestException, ValueError):
+        return _fail(f"no ihuyi sandbox answers at {url} (start one with `voicecode sandbox` or `make run`)")
+    for call in calls:
+        print(phone_line(call))
+    if not calls:
+        print(f"no calls yet at {url}")
+    return 0
+
+
+def _with_embedded_redis(args: argparse.Namespace) -> int:
+    from cli.devstack import with_embedded_redis
+
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        return _fail("name the command to run")
+    try:
+        return with_embedded_redis(get_producer_settings(), command)
+    except OSError as exc:
+        return _fail(f"cannot run {command[0]}: {exc.strerror}")
+
+
 def _flower(args: argparse.Namespace) -> int:
     settings = get_settings()
     if not settings.flower_basic_auth:
@@ -129,6 +177,12 @@ def _flower(args: argparse.Namespace) -> int:
     from worker.ops.flower import run
 
     run(settings.flower_basic_auth, args.port or settings.flower_port, args.address or settings.flower_address)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from cli.workers import run_workers
+
+    return run_workers(args.processes or get_settings().worker_processes, args.celery_args)
 
 
 def _metrics(args: argparse.Namespace) -> int:
@@ -143,13 +197,17 @@ def _metrics(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from worker.cli.demo import run_demo
+    from cli.devstack import embedded_redis
 
-    return run_demo(timeout=args.timeout)
+    # Up before the demo's imports, which would start it themselves: what it starts, it stops.
+    with embedded_redis(get_settings(), stop_if_found=False):
+        from cli.demo import run_demo
+
+        return run_demo(timeout=args.timeout)
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from worker.cli.verify import run_verify
+    from cli.verify import run_verify
 
     return run_verify(args)
 
@@ -196,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("code")
     send.add_argument("--account")
     send.add_argument("--request-id")
+    send.add_argument("--requester", help="who asks (a client address, a user id): for the per-requester limit")
     send.add_argument("--ttl", type=_bounded(int, 1, MAX_TTL), metavar="SECONDS")
     send.add_argument("--wait", type=_SECONDS, metavar="SECONDS", help="wait for the result and print it as JSON")
     send.set_defaults(run=_send, settings=get_producer_settings)
@@ -230,11 +289,28 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--drip-ms", type=_MILLISECONDS, default=2000, help="the dripping replies' pace, per byte")
     sandbox.add_argument("--balance", type=int, default=1000, help="starting balance of every account")
     sandbox.set_defaults(run=_sandbox)
+    sandbox_sub = sandbox.add_subparsers(dest="action", metavar="{calls}")
+    sandbox_calls = sandbox_sub.add_parser(
+        "calls", help="print the calls a running sandbox's phone has had (the digits each read), oldest first")
+    sandbox_calls.add_argument("--url", help=f"the sandbox (default: IHUYI_API_URL's host if plain http, else {SANDBOX_URL})")
+    # The .env file read, as always; nothing else is needed.
+    sandbox_calls.set_defaults(run=_sandbox_calls, settings=get_producer_settings)
+
+    with_redis = sub.add_parser("with-embedded-redis", help="run a command with the embedded Redis up, and stop that "
+                                                           "Redis when the command ends (what `make run` does)")
+    with_redis.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND ...")
+    with_redis.set_defaults(run=_with_embedded_redis, settings=get_producer_settings)
 
     flower = sub.add_parser("flower", help="run Flower, behind FLOWER_BASIC_AUTH")
     flower.add_argument("--port", type=_PORT, help="default FLOWER_PORT")
     flower.add_argument("--address", type=_checked(functools.partial(parse_host, "")), help="default FLOWER_ADDRESS")
     flower.set_defaults(run=_flower)
+
+    worker = sub.add_parser("worker", allow_abbrev=False,
+                            help="run WORKER_PROCESSES celery workers (default: one per core), w1@host, w2@host…; "
+                                 "other options go to each `celery worker`")
+    worker.add_argument("--processes", type=_bounded(int, 1, 256), help="default WORKER_PROCESSES")
+    worker.set_defaults(run=_worker, celery_args=[])
 
     metrics = sub.add_parser("metrics", help="serve the pool's Prometheus metrics, behind METRICS_BASIC_AUTH")
     metrics.add_argument("--port", type=_PORT, help="default METRICS_PORT")
@@ -251,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_start.add_argument("mobile")
     verify_start.add_argument("--account")
     verify_start.add_argument("--ttl", type=_bounded(int, 1, MAX_TTL), metavar="SECONDS")
+    verify_start.add_argument("--requester", help="who asks (a client address, a user id): for the per-requester limit")
     verify_start.add_argument("--wait", type=_SECONDS, metavar="SECONDS", help="wait for the send and add its result")
     verify_check = verify_sub.add_parser("check", help="check a code; prints the answer as JSON, exit 0 only if approved")
     verify_check.add_argument("mobile")
@@ -260,7 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "worker":
+        args.celery_args = unknown  # each `celery worker` reads them
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         # Read (and checked) first. What a web app runs (send, verify) needs only a producer's settings: no ihuyi account.
         getattr(args, "settings", get_settings)()

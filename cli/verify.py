@@ -19,7 +19,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
-    started = start_verification(args.mobile, account=args.account, ttl=args.ttl)
+    started = start_verification(args.mobile, account=args.account, ttl=args.ttl, requester=args.requester)
     shown: dict[str, Any] = {"verification_id": started.id, "status": started.status, "mobile": started.mobile,
                              "expires_at": started.expires_at, "task_id": started.task_id}
     status = 0

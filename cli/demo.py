@@ -3,6 +3,9 @@
 It runs against the sandbox only (``voicecode sandbox``; it refuses any other
 ``IHUYI_API_URL``): the magic numbers make code 0, HTTP 500 and a connection reset happen,
 and the sandbox's control API makes the demo account answer each dead-letter code in turn.
+It uses what is up (``make run``) and starts what is not, stopping it after (cli/devstack.py):
+the embedded Redis (``voicecode demo`` starts it before importing this module), a sandbox where
+``IHUYI_API_URL`` points (a plain http:// URL on this machine), a worker for its account.
 Every send uses a fresh random number, so the demo can run again at once without the
 per-number throttle getting in the way.
 
@@ -26,6 +29,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,12 +37,13 @@ from urllib.parse import urlsplit
 import requests
 from celery.result import AsyncResult
 
+from cli.devstack import StackError, sandbox_at, worker_for
 from config import Settings, get_settings
 from config.settings import DEFAULT_ACCOUNT, get_producer_settings
 from tasks.producer import CheckResult, Throttled, check_verification, enqueue_voice_code, start_verification
 from tasks.voice import send_voice_code
 from worker.ops.reporting import outcome_of
-from worker.broker.routing import queue_for
+from worker.broker.messages import queue_for
 
 #: The dead-letter codes users meet most, message-scoped first: the others pause the account.
 FORCED_CODES = (4030, 405, 4050, 4051, 408)
@@ -108,8 +113,8 @@ def _by_name(mobile: str, code: str, account: str, **kwargs: Any) -> AsyncResult
     """Enqueue past the producer's checks, as a foreign producer would (``countdown`` is Celery's)."""
     countdown = kwargs.pop("countdown", None)
     kwargs["account"] = account
-    return send_voice_code.apply_async((mobile, code), kwargs, countdown=countdown,
-                                       headers={"enqueued_at": time.time()}, queue=queue_for(account))
+    return send_voice_code.publish((mobile, code), kwargs, countdown=countdown,
+                                   headers={"enqueued_at": time.time()}, queue=queue_for(account))
 
 
 def _shown(answer: CheckResult) -> str:
@@ -129,6 +134,7 @@ class Demo:
         self.rows: list[Scenario] = []
         self.total = total
         self.deadline = deadline
+        self.shown = -1  # the count the progress shows
 
     def run(self, step: list[tuple[Scenario, Callable[[], AsyncResult | str]]]) -> None:
         """Enqueue every scenario of one step, then wait for them with a progress line."""
@@ -142,12 +148,13 @@ class Demo:
                 scenario.answer = sent
             else:
                 scenario.pending = sent
-        shown = None
+        # On a terminal one line counting up; into a pipe or a file a line each time the count moves.
+        start, end = ("\r", "") if sys.stdout.isatty() else ("", "\n")
         while True:
             done = sum(row.done for row in self.rows)
-            if done != shown:
-                print(f"\r{done}/{self.total} done", end="", flush=True)
-                shown = done
+            if done != self.shown:
+                print(f"{start}{done}/{self.total} done", end=end, flush=True)
+                self.shown = done
             if all(scenario.done for scenario, _ in step) or time.monotonic() > self.deadline:
                 return
             time.sleep(0.1)
@@ -167,10 +174,19 @@ def run_demo(timeout: float) -> int:
     settings = get_settings()
     account, pauses = demo_account(settings)
     sandbox = SandboxControl(settings.api_url, settings.accounts[account].apiid)
-    if not sandbox.set():
-        print(f"voicecode: the demo runs against the sandbox only, and {settings.api_url} is not one "
-              "(start it with `voicecode sandbox` and point IHUYI_API_URL at it)", file=sys.stderr)
+    try:
+        # What is not up yet, started in this order and stopped in the reverse (the embedded Redis
+        # before them all, by the command: importing this module starts it).
+        with ExitStack() as stack:
+            stack.enter_context(sandbox_at(settings, found=sandbox.set()))
+            stack.enter_context(worker_for(settings, account))
+            return _run_scenarios(settings, account, pauses, sandbox, timeout)
+    except StackError as exc:
+        print(f"voicecode: {exc}", file=sys.stderr)
         return 1
+
+
+def _run_scenarios(settings: Settings, account: str, pauses: bool, sandbox: SandboxControl, timeout: float) -> int:
     states = send_voice_code.app.stores.accounts
     throttling = bool(settings.mobile_throttle)
     verify = get_producer_settings()
@@ -231,7 +247,8 @@ def run_demo(timeout: float) -> int:
                 sandbox.set(forced_code=None)
     finally:
         states.resume(account)
-    print()
+    if sys.stdout.isatty():
+        print()  # ends the progress line
     print(demo.table())
     unexpected = [row for row in demo.rows if not row.ok]
     print(f"{len(demo.rows) - len(unexpected)}/{len(demo.rows)} scenarios ended as expected"
