@@ -82,9 +82,9 @@ def outcome_logs(receiver) -> set[tuple]:
 
 
 def test_every_outcome_arrives_tagged(stack, receiver, clean):
-    ordinary = unique_mobile("138")
+    ordinary, first_id = unique_mobile("138"), f"rep-{uuid.uuid4().hex[:12]}"
     sent = {
-        "submitted": send(stack, ordinary),
+        "submitted": send(stack, ordinary, request_id=first_id),
         "retried then submitted": send(stack, unique_mobile("1990102")),  # code 0 twice, then sent
         "blacklisted": send(stack, "19900004030"),
         "unknown code": send(stack, "19900009999"),
@@ -95,7 +95,6 @@ def test_every_outcome_arrives_tagged(stack, receiver, clean):
     sent["expired"] = stack.client.send_task("send_voice_code", (late, CODE), {"request_id": "rep-expired", "ttl": 1},
                                              countdown=2, headers={"enqueued_at": time.time()})
     results = {name: r.get(timeout=RESULT_TIMEOUT) for name, r in sent.items()}
-    first_id = results["submitted"]["request_id"]
     later = {
         "duplicate": send(stack, ordinary, request_id=first_id),
         "throttled": stack.client.send_task("send_voice_code", (ordinary, CODE), {"request_id": "rep-throttled"}),
