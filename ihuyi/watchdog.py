@@ -53,9 +53,9 @@ class Watchdog:
     def arm(self, deadline: float, sock: socket.socket | None = None) -> Watch:
         """A watch on ``sock`` (or on the socket attached later) that fires at ``deadline``."""
         watch = Watch(deadline)
+        if sock is not None:  # system calls outside the lock, which every Submit's thread takes
+            watch._sock = _duplicate(sock)
         with self._cond:
-            if sock is not None:
-                watch._sock = _duplicate(sock)
             watch._entry = (deadline, next(self._order), watch)
             heapq.heappush(self._heap, watch._entry)
             if self._thread is None:
@@ -67,11 +67,13 @@ class Watchdog:
 
     def attach(self, watch: Watch, sock: socket.socket) -> bool:
         """Watch ``sock`` (just connected) too; False if the deadline has already passed."""
+        duplicate = _duplicate(sock)
         with self._cond:
-            if watch.fired:
-                return False
-            watch._sock = _duplicate(sock)
-            return True
+            if not watch.fired:
+                watch._sock = duplicate
+                return True
+        duplicate.close()
+        return False
 
     def disarm(self, watch: Watch) -> None:
         """The call is done with its connection: forget the watch and close its descriptor.
@@ -83,9 +85,9 @@ class Watchdog:
                 self._heap.remove(watch._entry)
                 heapq.heapify(self._heap)
                 watch._entry = None
-            if watch._sock is not None:
-                watch._sock.close()
-                watch._sock = None
+            sock, watch._sock = watch._sock, None
+        if sock is not None:
+            sock.close()
 
     def _run(self) -> None:
         with self._cond:
