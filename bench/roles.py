@@ -104,7 +104,8 @@ def roles(report: Report, broker: str) -> None:
         env = base_env(sandbox.url, CELERY_BROKER_URL=servers.broker_url, REDIS_URL=servers.url("state"),
                        CELERY_RESULT_BACKEND=results, IHUYI_ACCOUNTS=json.dumps(ACCOUNTS), MOBILE_THROTTLE="",
                        REDIS_VISIBILITY_TIMEOUT="120", IHUYI_CONNECT_TIMEOUT="3.05", IHUYI_READ_TIMEOUT="10",
-                       REF_BROKER_URL=servers.broker_url, REF_RESULT_BACKEND=results, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+                       REF_BROKER_URL=servers.broker_url, REF_RESULT_BACKEND=results, WORKER_PROCESSES="1",
+                       PATH=f"{BIN}:{os.environ.get('PATH', '')}")
         run = Run(env, tmp)
         try:
             app = Celery("vcbench-roles", broker=servers.broker_url)

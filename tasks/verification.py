@@ -63,9 +63,7 @@ class Verifications:
         """See ``tasks.producer.start_verification``."""
         if type(length) is not int or length not in CODE_LENGTHS:
             raise InvalidPayload("length", "must be 4, 5 or 6 digits")
-        # Every check of an enqueue but the code's, which the service picks: a placeholder of its length stands in.
-        ticket = self._producer.request(mobile, "0" * length, account, request_id, ttl, requester)
-        ticket = dataclasses.replace(ticket, req=dataclasses.replace(ticket.req, code=new_code(length)))
+        ticket = self._producer.request(mobile, new_code(length), account, request_id, ttl, requester)
         req = ticket.req
         # The start is one request whatever code it picked: a second start with the id is the same one.
         task_id, new = self._producer.reserve(ticket, asked=("verify", req.mobile, req.account))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import pytest
 import requests
 
 from ihuyi.sandbox import PATH
+from tests.servers import free_port
 from tests.stacks import stop
 from tests.support import ROOT, submits, unique_mobile, wait_for
 from tests.tasks.backends import own_stack, producer_env
@@ -67,12 +67,6 @@ def browser() -> Iterator:
             yield driver
         finally:
             driver.quit()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -138,8 +138,6 @@ class MaskedTask(Task):
         options["argsrepr"], options["kwargsrepr"] = masked_call(args or (), kwargs or {})
         return super().apply_async(args, kwargs, **native_delay_options(self.app, options))
 
-    apply_async = publish
-
 
 class ParkingMover(bootsteps.StartStopStep):
     """Each worker re-publishes the parked tasks that come due (see worker/stores/parking.py)."""

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.servers import free_port
 from tests.stacks import redis_stack
 from tests.support import ROOT, base_env
 
@@ -57,12 +58,6 @@ def test_demo_refuses_to_run_without_the_sandbox(sandbox):
     with redis_stack(sandbox, IHUYI_API_URL="https://127.0.0.1:9/webservice/voice.php") as stack:
         done = stack.cli("demo", timeout=60)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "sandbox" in done.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def alone_env(short_tmp, port: int) -> dict[str, str]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 import requests
 
 from ihuyi.sandbox import PATH, Sandbox
+from tests.servers import free_port
 from tests.support import ROOT
 
 APIID, APIKEY = "cli-apiid", "cli-apikey-0123456789"
@@ -51,12 +51,6 @@ def test_the_url_defaults_to_the_host_of_ihuyi_api_url(phone):
         f"no calls yet at {phone.url.removesuffix(PATH)}\n")
     call(phone, "13800138000", "4821")
     assert "13800138000  reads 4 8 2 1" in voicecode("sandbox", "calls", IHUYI_API_URL=phone.url).stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_no_sandbox_is_one_line_on_stderr():

@@ -45,7 +45,6 @@ from worker.stores.throttle import MobileThrottle
 #: What the gate answers for an attempt that goes on (see ``gate.lua``).
 GateVerdict = Literal["go", "slot", "park", "throttled", "late", "probe", "hand_back", "paused"]
 #: What ``gate_late.lua`` answers: one of the gate's.
-LateVerdict = Literal["go", "park", "late"]
 #: What ``gate_refused.lua`` answers.
 RefusedVerdict = Literal["hand_back", "dead_letter"]
 _VERDICTS: frozenset[str] = frozenset(get_args(GateVerdict))

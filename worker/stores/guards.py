@@ -16,7 +16,6 @@ Trips wait in a sorted set for a worker's beat task to raise them as alerts
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +23,7 @@ from typing import Literal
 import redis
 
 from config.settings import RangeGuard, Window
+from worker.stores.throttle import number_hash
 
 PREFIX = "voicecode:guard:"
 TRIPS = PREFIX + "trips"
@@ -65,8 +65,7 @@ class Door:
     def args(self) -> list[object]:
         """door_lib.lua's limits after the member and the requester's windows: budget to block seconds."""
         guard = self.range_guard
-        number = hashlib.sha256(self.mobile.encode()).hexdigest()[:24]
-        return [self.budget, self.account, range_of(self.mobile), number, guard.limit if guard else 0,
+        return [self.budget, self.account, range_of(self.mobile), number_hash(self.mobile), guard.limit if guard else 0,
                 guard.seconds if guard else 0, guard.block_seconds if guard else 0]
 
 

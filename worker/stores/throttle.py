@@ -29,9 +29,14 @@ def _member(request_id: str | None) -> str:
     return "" if request_id is None else hashlib.sha256(request_id.encode("utf-8")).hexdigest()[:16]
 
 
+def number_hash(mobile: str) -> str:
+    """``mobile`` as the stores keep it: a SHA-256 prefix, so no number is readable in Redis."""
+    return hashlib.sha256(mobile.encode("utf-8")).hexdigest()[:24]
+
+
 def number_key(prefix: str, mobile: str) -> str:
-    """The throttle key of ``mobile``: a SHA-256 prefix, so no number is readable in Redis."""
-    return prefix + hashlib.sha256(mobile.encode("utf-8")).hexdigest()[:24]
+    """The throttle key of ``mobile``."""
+    return prefix + number_hash(mobile)
 
 
 def window_args(windows: Sequence[Window]) -> list[str]:
