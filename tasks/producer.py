@@ -139,7 +139,7 @@ class Producer:
 
     @cached_property
     def _throttle(self) -> MobileThrottle:
-        """The number's throttle, for its keys and to give a call back (its windows come with each ticket)."""
+        """The number's throttle, for its keys (its windows come with each ticket)."""
         return MobileThrottle(self.state, ())
 
     def enqueue(self, mobile: object, code: object, account: object = None, request_id: object = None,
@@ -152,7 +152,7 @@ class Producer:
         try:
             return self.publish(ticket.req, task_id)
         except Exception:
-            self.withdraw(ticket.req)
+            self.withdraw(ticket)
             raise
 
     def replay(self, mobile: str, code: str, account: str, request_id: str, ttl: int) -> AsyncResult:
@@ -197,12 +197,10 @@ class Producer:
         """
         req, limits = ticket.req, ticket.limits
         log_key, block_key = self._throttle.keys(req.mobile)
-        door = Door(ticket.requester, req.account, req.mobile, limits.requester_windows,
-                    limits.budgets.get(req.account, 0), limits.range_guard)
         reservation = self._requests.reserve(
             req.request_id, ticket.task_id, asked, (req.mobile, req.code, req.account),
             throttle=(log_key, block_key, self._throttle.member(req.request_id)), windows=window_args(limits.windows),
-            door=door)
+            door=self._door(ticket))
         if reservation.status == "throttled":
             raise Throttled(reservation.retry_after, reservation.limit)
         if reservation.status == "over_budget":
@@ -216,10 +214,20 @@ class Producer:
         kind = QueueKind(self.settings.queue_type, self.settings.delivery_limit)  # as the workers declare it
         return self.celery.send_task(TASK_NAME, **send_options(req, task_id, kind=kind))
 
-    def withdraw(self, req: VoiceCodeRequest) -> None:
-        """Give back a reservation whose publish failed: the request id and the number's call."""
-        self._requests.withdraw(req.request_id)
-        self._throttle.release(req.mobile, req.request_id)
+    def withdraw(self, ticket: Ticket) -> None:
+        """Give back a reservation whose publish failed: the request id, and the call counted
+        against the number, the requester and the account's budget."""
+        req = ticket.req
+        log_key, _ = self._throttle.keys(req.mobile)
+        self._requests.withdraw(req.request_id, throttle=(log_key, self._throttle.member(req.request_id)),
+                                door=self._door(ticket))
+
+    @staticmethod
+    def _door(ticket: Ticket) -> Door:
+        """The ticket's limits at the door besides its number's throttle (worker/stores/guards.py)."""
+        req, limits = ticket.req, ticket.limits
+        return Door(ticket.requester, req.account, req.mobile, limits.requester_windows,
+                    limits.budgets.get(req.account, 0), limits.range_guard)
 
     def result(self, task_id: str) -> AsyncResult:
         return self.celery.AsyncResult(task_id)

@@ -78,7 +78,7 @@ class Verifications:
             self._producer.publish(req, task_id)
         except Exception:
             self._answers.forget(req.request_id)
-            self._producer.withdraw(req)
+            self._producer.withdraw(ticket)
             raise
         return started
 

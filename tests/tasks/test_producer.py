@@ -15,13 +15,14 @@ import pytest
 
 from config.settings import load_producer_settings
 from tasks.producer import InvalidPayload, Producer, RequestIdConflict, Throttled
+from tests.servers import free_port
 from tests.support import ACCOUNTS, ROOT, Stack, submits, unique_mobile, wait_for
 from tests.tasks.backends import producer_env
 from worker.celeryconf import ANNOUNCE_EVERY_SECONDS
 from worker.stores.idempotency import task_id_for
 from worker.stores.registry import WorkerRegistry
 
-STACK_ENV = {"MOBILE_THROTTLE": "1/60s"}
+STACK_ENV = {"MOBILE_THROTTLE": "1/60s", "REQUESTER_THROTTLE": "1/60s"}
 #: The module's worker leaves the backup account's queue alone: a configured account no worker consumes.
 WORKER_ARGS = ("--exclude-queues", "voicecode.backup")
 RESULT_TIMEOUT = 30
@@ -204,6 +205,21 @@ print(json.dumps({"ids": [first.id, again.id], "conflict": conflict, "result": f
     assert sent["ids"] == [task_id_for(f"delay-{mobile}")] * 2 and sent["conflict"] == "request_id"
     assert sent["result"]["status"] == "submitted"
     assert [c["content"] for c in submits(sandbox, mobile)] == ["4821"] and submits(sandbox, other) == []
+
+
+def test_a_request_whose_publish_failed_can_be_asked_again(producer_stack: Stack, producer: Producer, sandbox):
+    mobile, requester = unique_mobile("131"), f"client-{unique_mobile()}"
+    dead_broker = ("amqp://guest:guest@127.0.0.1:{}//" if producer_stack.backend.broker.startswith("amqp")
+                   else "redis://127.0.0.1:{}/0").format(free_port())
+    broken = Producer(load_producer_settings({**producer_env(producer_stack), "REDIS_URL": producer_stack.backend.state,
+                                              "CELERY_BROKER_URL": dead_broker}))
+    with pytest.raises(Exception):
+        broken.enqueue(mobile, "4821", request_id=f"lost-{mobile}", requester=requester)
+    # Nothing went out, so nothing counts: neither the number's one call a minute nor the requester's
+    # one request, whether the web app asks again with the same request id or a new one.
+    result = producer.enqueue(mobile, "4821", request_id=f"again-{mobile}", requester=requester)
+    assert result.get(timeout=RESULT_TIMEOUT)["status"] == "submitted"
+    assert [c["content"] for c in submits(sandbox, mobile)] == ["4821"]
 
 
 def test_the_producer_checks_the_workers_limits_without_being_told(producer_stack: Stack, sandbox):

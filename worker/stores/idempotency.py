@@ -7,7 +7,7 @@ re-enqueued request, on any worker, sees what the others did:
   the request's fingerprint and task id, and the call counted against the number's throttle
   (worker/stores/throttle_lib.lua), in one step, so the limits hold however far behind the
   workers are. The same request again answers its task; the same id with another number,
-  code or account is a ``conflict``.
+  code or account is a ``conflict``. ``withdraw`` gives a reservation back when its publish failed.
 - ``begin`` when a delivery starts: a message whose fingerprint is not the record's answers
   ``conflict`` (it calls nobody); a finished request answers ``done`` (with its stored
   result), one another attempt holds answers ``busy``, one past its deadline ``expired``;
@@ -208,6 +208,7 @@ class IdempotencyStore:
         self._claim = scripts.register(client, "idempotency_claim")
         self._release = scripts.register(client, "idempotency_release")
         self._finish = scripts.register(client, "idempotency_finish")
+        self._withdraw = scripts.register(client, "idempotency_withdraw")
         self.lease_seconds = lease_seconds
         self.keep_seconds = keep_seconds
 
@@ -254,9 +255,15 @@ class IdempotencyStore:
 
         return _reservation(self.fingerprints.run(run))
 
-    def withdraw(self, request_id: str) -> None:
-        """Drop the record of a request that never went out (its publish failed), so it can be asked again."""
-        self._redis.delete(self.key(request_id))
+    def withdraw(self, request_id: str, *, throttle: tuple[str, str], door: Door | None = None) -> None:
+        """Give back a reservation whose publish failed: the record dropped and its call taken back
+        from every limit that counts calls (``throttle``: the number's log key and this request's
+        member; ``door`` as given to :meth:`reserve`), so the request can be asked again."""
+        log_key, member = throttle
+        door = door or Door(None, "", "")
+        requester = "" if door.requester is None else self.fingerprints.fingerprint("requester", door.requester)
+        requester_log, budget_key = door.keys(requester)[:2]
+        self._withdraw(keys=[self.key(request_id), log_key, requester_log, budget_key], args=[member, door.budget])
 
     def begin(self, request_id: str, ttl: int, enqueued_at: float | None = None, *,
               message: Sequence[str] = (), task_id: str = "") -> Attempt:

@@ -77,3 +77,16 @@ def test_a_number_called_again_is_not_a_new_number_of_its_range(requests):
         assert reserve(requests, "13800150001", guard=guard, request_id=f"again-{request}").status == "new"
     assert reserve(requests, "13800150002", guard=guard).status == "new"
     assert reserve(requests, "13800150003", guard=guard).status == "throttled"
+
+
+def test_a_withdrawn_request_gives_its_requester_and_budget_counts_back(requests, redis_db):
+    throttle, guards = MobileThrottle(redis_db, ()), Guards(redis_db)
+    for i in range(5):
+        assert reserve(requests, f"1370000{i:04d}", requester="203.0.113.9", account="spare", budget=5).status == "new"
+    mobile = "13700000004"
+    request_id = f"r-{mobile}-203.0.113.9"
+    requests.withdraw(request_id, throttle=(throttle.keys(mobile)[0], throttle.member(request_id)),
+                      door=Door("203.0.113.9", "spare", mobile, REQUESTER, 5))
+    assert guards.budget_use(["spare"]) == {"spare": 4}
+    assert reserve(requests, mobile, requester="203.0.113.9", account="spare", budget=5).status == "new"
+    assert reserve(requests, "13700000099", requester="203.0.113.9", account="spare", budget=5).status == "throttled"

@@ -319,12 +319,13 @@ def test_processes_agree_on_the_fingerprint_key_and_adopt_a_new_one_after_a_flus
     assert reserve(first, "r2").status == "existing" and first.fingerprints.hex == third.fingerprints.hex
 
 
-def test_withdraw_lets_the_request_be_reserved_again(redis_db):
+def test_withdraw_lets_the_request_be_reserved_again_and_gives_its_call_back(redis_db):
     requests = store(redis_db)
     assert reserve(requests, "r1").status == "new"
-    requests.withdraw("r1")
-    assert reserve(requests, "r1", windows=[]).status == "new"
-    requests.withdraw("never-reserved")
+    requests.withdraw("r1", throttle=(THROTTLE[0], MobileThrottle.member("r1")))
+    assert reserve(requests, "r2").status == "new"  # the number's one call a minute was given back
+    requests.withdraw("never-reserved", throttle=(THROTTLE[0], MobileThrottle.member("never-reserved")))
+    assert reserve(requests, "r3").status == "throttled"  # r2's call stays
 
 
 def test_racing_producers_reserve_one_request_once(redis_db):
