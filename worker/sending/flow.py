@@ -54,14 +54,7 @@ class Sender:
 
     def __init__(self, settings: Settings, stores: Stores) -> None:
         self.settings = settings
-        self.host = settings.host
-        self.redis = stores.redis
-        self.idempotency = stores.idempotency
-        self.dead_letters = stores.dead_letters
-        self.accounts = stores.accounts
-        self.throttle = stores.throttle
-        self.limiter = stores.limiter
-        self.gate = stores.gate
+        self.stores = stores
         self.metrics = MetricsStore(stores.redis, accounts=settings.accounts)
         self.clients = {name: client_for(settings, account) for name, account in settings.accounts.items()}
         self.policy = Policy(host=settings.host, probe_every=settings.account_probe_seconds,
@@ -90,7 +83,7 @@ class Sender:
         delivery (worker/stores/guards.py): None once admitted, else its dead letter, nobody called."""
         door = Door(requester, req.account, req.mobile, self.settings.requester_throttle,
                     self.settings.accounts[req.account].daily_budget or 0, self.settings.range_guard)
-        answer = self.idempotency.admit(req.request_id, self.throttle.member(req.request_id), door)
+        answer = self.stores.idempotency.admit(req.request_id, self.stores.throttle.member(req.request_id), door)
         if answer.status == "new":
             return None
         if answer.status == "over_budget":

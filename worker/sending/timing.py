@@ -24,7 +24,7 @@ CLAIM_AFTER_SECONDS = (TTL_SECONDS - BEAT_SECONDS) / 4
 MAX_HOLD_SECONDS = 0.5
 #: A Submit about to go later than its slot by more than a quarter of the account's interval
 #: (at least MIN_LATE_SECONDS, at most MAX_LATE_SECONDS) uses the slot late, as the account's
-#: GCRA allows (worker/stores/ratelimit.py's ``use_late``): a thread that woke late on a busy
+#: GCRA allows (worker/stores/gate_late.lua): a thread that woke late on a busy
 #: worker. Above 5/s it is MIN_LATE_SECONDS, so a loaded worker's scheduling jitter costs no
 #: round trip.
 MIN_LATE_SECONDS, MAX_LATE_SECONDS = 0.05, 0.2

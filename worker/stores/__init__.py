@@ -56,7 +56,7 @@ class Stores:
         idempotency = IdempotencyStore(client, lease_seconds=lease_seconds(settings), heartbeat=heartbeat)
         accounts = AccountStates(client)
         throttle = MobileThrottle(client, settings.mobile_throttle)
-        limiter = RateLimiter(client)
+        limiter = RateLimiter()
         return cls(
             redis=client,
             idempotency=idempotency,

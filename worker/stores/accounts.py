@@ -91,7 +91,6 @@ class AccountStates:
         self._redis = client
         self._pause = scripts.register(client, "accounts_pause")
         self._balance = scripts.register(client, "accounts_balance")
-        self._claim_probe = scripts.register(client, "accounts_claim_probe")
         self._paused = scripts.register(client, "accounts_paused")
         self.prefix = prefix
 
@@ -122,13 +121,6 @@ class AccountStates:
         (with ``host`` None, the pool's only); None when it may send. A send asks the gate,
         which runs the same rule (worker/stores/gate.py)."""
         return pause_of(self._paused(keys=[self.key(account)], args=[_suffix(host)]))
-
-    def claim_probe(self, account: str, host: str, every: float) -> bool:
-        """True for one caller per ``every`` seconds once ``host``'s pause of ``account`` is that
-        old (and the pool's does not stop it first): that caller probes it (from ``host``), the
-        others go on treating it as paused."""
-        return bool(self._claim_probe(keys=[self.key(account), self.probe_key(account, host)],
-                                      args=[_suffix(host), repr(float(every))]))
 
     def record_code(self, account: str, code: int) -> None:
         """Remember the last ihuyi reply code seen for ``account``."""

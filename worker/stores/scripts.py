@@ -4,8 +4,8 @@ Two directives, each a line of its own:
 
 - ``--! now`` becomes the preamble that reads the Redis server's clock into ``now`` (seconds,
   microsecond precision), so every worker and host decides on one clock;
-- ``--! include <name>`` becomes the text of ``<name>.lua``: the functions several scripts
-  share (``*_lib.lua``), so one script can do in one step what several stores decide.
+- ``--! include <name>`` becomes the text of the stores' ``<name>.lua``: the functions several
+  scripts share (``*_lib.lua``), so one script can do in one step what several stores decide.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ _INCLUDE = re.compile(r"^--! include (\w+)$", re.M)
 def source(name: str, directory: Path = _HERE) -> str:
     """The text of ``<name>.lua`` in ``directory`` (the stores'), its directives replaced."""
     text = (directory / f"{name}.lua").read_text().replace("--! now", _NOW)
-    return _INCLUDE.sub(lambda m: source(m.group(1), directory), text)
+    return _INCLUDE.sub(lambda m: source(m.group(1)), text)
 
 
 def register(client: redis.Redis, name: str, directory: Path = _HERE) -> Script:

@@ -2,8 +2,10 @@
 
 ihuyi freezes accounts that call one person too often (code 408), so the service limits
 calls per called number itself. Each number has a sliding-window log: one sorted set of
-its recent calls (score = the Redis server's time), trimmed to the longest window. A
-decision is one atomic Lua script, so workers on every host see each other's calls.
+its recent calls (score = the Redis server's time), trimmed to the longest window. The rules
+are ``throttle_lib.lua``'s, run inside the atomic scripts that decide a request: the door's
+reserve (worker/stores/idempotency_reserve.lua) and the send gate (worker/stores/gate.lua),
+so workers and producers on every host see each other's calls.
 
 When ihuyi itself refuses a number as called too often (codes 4080-4086), the number is
 *blocked* for the window the code names (ihuyi/codes.py), whatever ``MOBILE_THROTTLE`` says:
@@ -15,7 +17,6 @@ Keys hold a hash of the number, never the number itself.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from collections.abc import Sequence
 
 import redis
@@ -50,28 +51,15 @@ def block_key(log_key: str) -> str:
 
 
 class MobileThrottle:
-    """Enforces every one of ``windows`` per called number, across the whole pool."""
+    """A called number's ``windows`` and keys, for the scripts that enforce them across the pool,
+    and the writes made outside them: ihuyi's blocks and calls given back."""
 
     def __init__(self, client: redis.Redis, windows: Sequence[Window], prefix: str = "voicecode:throttle:") -> None:
         self._redis = client
-        self._check = scripts.register(client, "throttle_check")
         self._block = scripts.register(client, "throttle_block")
         self.windows = tuple(windows)
         self.prefix = prefix
         self.window_args = window_args(self.windows)
-
-    def retry_after(self, mobile: str) -> float:
-        """Seconds until a call to ``mobile`` would be allowed (0.0: now), a block included. Records nothing."""
-        return self._run(mobile, record=False)
-
-    def acquire(self, mobile: str, request_id: str | None = None) -> float:
-        """Record a call to ``mobile`` and return 0.0 if every window allows it now.
-
-        Otherwise record nothing and return the seconds to wait: a code that was throttled
-        does not use up the number's quota. A request is counted once, however many attempts
-        it takes: the calls of one ``request_id`` after the first are allowed and not recorded.
-        """
-        return self._run(mobile, record=True, member=_member(request_id))
 
     def block(self, mobile: str, seconds: float) -> None:
         """Refuse every call to ``mobile`` for ``seconds`` (ihuyi said it was called too often).
@@ -94,10 +82,3 @@ class MobileThrottle:
     def member(request_id: str | None) -> str:
         """The entry of ``request_id`` in a number's log."""
         return _member(request_id)
-
-    def _run(self, mobile: str, *, record: bool, member: str = "") -> float:
-        reply = self._check(
-            keys=list(self.keys(mobile)),
-            args=["1" if record else "0", member or secrets.token_hex(8), *self.window_args],
-        )
-        return float(reply)

@@ -14,6 +14,7 @@ from ihuyi.sandbox import Sandbox
 from tests.servers import redis_url
 from tests.support import ACCOUNTS, SANDBOX_ACCOUNTS, base_env, submits, unique_mobile
 from tests.worker.conftest import TEST_DB
+from tests.worker.stores.rules import RuleLimiter, RuleThrottle
 from worker.sending import decide
 from worker.sending.flow import Done, Park, Refusal, RetryIn, Sender
 from worker.sending.request import VoiceCodeRequest
@@ -42,6 +43,11 @@ def round_trips_and_submits(sender: Sender, account: str, monkeypatch: pytest.Mo
     monkeypatch.setattr(sender.clients[account], "submit",
                         lambda *a, **kw: (events.append("Submit"), submit(*a, **kw))[1])
     return events
+
+
+def retry_after(sender: Sender, mobile: str) -> float:
+    """Seconds until ``mobile`` may be called again, as the sender's throttle and ihuyi's blocks say."""
+    return RuleThrottle(sender.stores.redis, sender.settings.mobile_throttle).retry_after(mobile)
 
 
 def test_a_request_is_submitted_once_and_then_answers_duplicate(sender, fresh_sandbox):
@@ -73,12 +79,12 @@ def test_a_failure_before_anything_was_sent_gives_the_throttle_back(redis_db):
     stores = Stores.connect(settings)
     mobile = unique_mobile("138")
     assert isinstance(Sender(settings, stores).send(request(mobile), task_id="t-1"), RetryIn)
-    assert stores.throttle.retry_after(mobile) == 0.0
+    assert RuleThrottle(stores.redis, settings.mobile_throttle).retry_after(mobile) == 0.0
 
 
 def test_a_request_another_attempt_holds_is_not_sent_again(sender, fresh_sandbox):
     mobile = unique_mobile("138")
-    sender.idempotency.begin("r-1", 60, message=(mobile, "4821", "default"))  # a live attempt elsewhere
+    sender.stores.idempotency.begin("r-1", 60, message=(mobile, "4821", "default"))  # a live attempt elsewhere
     outcome = sender.send(request(mobile), task_id="t-1")
     assert isinstance(outcome, RetryIn) and "another worker" in outcome.reason
     assert submits(fresh_sandbox, mobile) == []
@@ -94,16 +100,16 @@ def test_a_code_past_its_deadline_is_never_sent(sender, fresh_sandbox):
 def test_a_permanent_refusal_is_dead_lettered_with_a_replay_record(sender, fresh_sandbox):
     outcome = sender.send(request("19900004030"), task_id="t-1")
     assert isinstance(outcome, Done) and (outcome.status, outcome.result["code"]) == ("dead_lettered", 4030)
-    letter = sender.dead_letters.get(outcome.result["dead_letter"])
+    letter = sender.stores.dead_letters.get(outcome.result["dead_letter"])
     assert letter.reason == "permanent" and letter.mobile == "199****4030"
-    assert sender.dead_letters.payload(letter.id)["mobile"] == "19900004030"
+    assert sender.stores.dead_letters.payload(letter.id)["mobile"] == "19900004030"
 
 
 def test_a_task_parked_for_its_slot_finds_it_in_the_record(sender, fresh_sandbox):
     """The "slow" account allows 10/s: with its next second already reserved, a send is parked."""
     rate = sender.settings.accounts["slow"].rate
     for _ in range(12):
-        sender.limiter.reserve("slow", rate, max_wait=60)
+        RuleLimiter(sender.stores.redis).reserve("slow", rate, max_wait=60)
     mobile = unique_mobile("138")
     parked = sender.send(request(mobile, account="slow"), task_id="t-1")
     assert isinstance(parked, Park) and submits(fresh_sandbox, mobile) == []
@@ -117,25 +123,25 @@ def test_a_task_parked_for_its_slot_finds_it_in_the_record(sender, fresh_sandbox
 def test_a_submit_long_after_the_gate_claims_the_request_first(sender, fresh_sandbox, monkeypatch):
     monkeypatch.setattr(decide, "CLAIM_AFTER_SECONDS", -1.0)  # as if the wait for the slot had been long
     claimed = []
-    claim = sender.idempotency.claim
-    monkeypatch.setattr(sender.idempotency, "claim", lambda *a: claimed.append(claim(*a)) or claimed[-1])
+    claim = sender.stores.idempotency.claim
+    monkeypatch.setattr(sender.stores.idempotency, "claim", lambda *a: claimed.append(claim(*a)) or claimed[-1])
     outcome = sender.send(request(unique_mobile("138")), task_id="t-1")
     assert outcome.status == "submitted" and [c.state for c in claimed] == ["go"]
 
 
 def test_a_lost_claim_sends_nothing_and_gives_the_number_back(sender, fresh_sandbox, monkeypatch):
     monkeypatch.setattr(decide, "CLAIM_AFTER_SECONDS", -1.0)
-    claim = sender.idempotency.claim
+    claim = sender.stores.idempotency.claim
 
     def taken_over(request_id, attempt):  # another attempt took the request over during the wait
-        sender.redis.hset(sender.idempotency.key(request_id), "owner", "another attempt")
+        sender.stores.redis.hset(sender.stores.idempotency.key(request_id), "owner", "another attempt")
         return claim(request_id, attempt)
 
-    monkeypatch.setattr(sender.idempotency, "claim", taken_over)
+    monkeypatch.setattr(sender.stores.idempotency, "claim", taken_over)
     mobile = unique_mobile("138")
     outcome = sender.send(request(mobile), task_id="t-1")
     assert isinstance(outcome, RetryIn) and outcome.reason == "another attempt took this request over"
-    assert submits(fresh_sandbox, mobile) == [] and sender.throttle.retry_after(mobile) == 0.0
+    assert submits(fresh_sandbox, mobile) == [] and retry_after(sender, mobile) == 0.0
 
 
 def test_a_slot_reached_late_is_used_in_one_more_round_trip(sender, fresh_sandbox, monkeypatch):
@@ -150,14 +156,14 @@ def test_a_slot_reached_late_is_used_in_one_more_round_trip(sender, fresh_sandbo
 def test_a_slot_reached_late_behind_others_parks_for_a_new_one(sender, fresh_sandbox, monkeypatch):
     rate = sender.settings.accounts["slow"].rate  # 10/s, burst 2
     monkeypatch.setattr(decide, "late_allowance", lambda rate: -1.0)
-    late = sender.gate.late
+    late = sender.stores.gate.late
 
     def behind_others(*args, **kwargs):  # the account's next second reserved while this thread stood still
         for _ in range(12):
-            sender.limiter.reserve("slow", rate, max_wait=60)
+            RuleLimiter(sender.stores.redis).reserve("slow", rate, max_wait=60)
         return late(*args, **kwargs)
 
-    monkeypatch.setattr(sender.gate, "late", behind_others)
+    monkeypatch.setattr(sender.stores.gate, "late", behind_others)
     mobile = unique_mobile("138")
     parked = sender.send(request(mobile, account="slow"), task_id="t-1")
     assert isinstance(parked, Park) and 0.6 < parked.seconds <= 0.8 and submits(fresh_sandbox, mobile) == []
@@ -200,13 +206,13 @@ def test_a_number_ihuyi_calls_too_often_ends_throttled_and_is_blocked(sender, fr
     outcome = sender.send(request(mobile), task_id="t-1")
     assert isinstance(outcome, Done)
     assert (outcome.status, outcome.result["reason"], outcome.result["code"]) == ("dead_lettered", "throttled", code)
-    assert sender.accounts.paused("default", sender.host) is None  # no pause
+    assert sender.stores.accounts.paused("default", sender.settings.host) is None  # no pause
     assert outcome.refusal is None  # nothing for a person: no unknown_code, nor any alert
-    assert window - 2 < sender.throttle.retry_after(mobile) <= window
-    refused = sender.idempotency.reserve("next", "t-2", (mobile,), (mobile,), windows=[],
-                                         throttle=(*sender.throttle.keys(mobile), "next"))
+    assert window - 2 < retry_after(sender, mobile) <= window
+    refused = sender.stores.idempotency.reserve("next", "t-2", (mobile,), (mobile,), windows=[],
+                                         throttle=(*sender.stores.throttle.keys(mobile), "next"))
     assert refused.status == "throttled" and window - 2 < refused.retry_after <= window  # the next enqueue
-    letter = sender.dead_letters.get(outcome.result["dead_letter"])
+    letter = sender.stores.dead_letters.get(outcome.result["dead_letter"])
     assert letter.reason == "throttled" and f"retry after {window} s" in letter.detail
     assert sender.metrics.snapshot().outcomes == {("default", "throttled", str(code)): 1}
 
@@ -218,11 +224,11 @@ def test_a_hosts_ip_refused_pauses_that_host_only_and_another_host_sends(host_a,
     mobile = unique_mobile("138")
     handed_back = host_a.send(request(mobile), task_id="t-1")
     assert isinstance(handed_back, RetryIn) and "paused on this host" in handed_back.reason
-    pause = host_a.accounts.paused("default", HOST_A)
+    pause = host_a.stores.accounts.paused("default", HOST_A)
     assert (pause.code, pause.host) == (code, HOST_A)
     refusal = handed_back.refusal  # the alert it calls for names the host (worker/ops/alerts.py)
     assert (refusal.account, refusal.code, refusal.where, refusal.pause.host) == ("default", code, "on Submit", HOST_A)
-    assert host_a.accounts.paused("default") is None and host_a.accounts.paused("default", HOST_B) is None
+    assert host_a.stores.accounts.paused("default") is None and host_a.stores.accounts.paused("default", HOST_B) is None
 
     again = host_b.send(request(mobile), task_id="t-1")  # the same request, on host B: sent
     assert isinstance(again, Done) and (again.status, again.result["attempts"]) == ("submitted", 1)
@@ -233,7 +239,7 @@ def test_a_hosts_ip_refused_pauses_that_host_only_and_another_host_sends(host_a,
 
 
 def test_a_host_paused_alone_dead_letters_after_the_hand_back_window(host_a, monkeypatch):
-    host_a.accounts.pause("default", 4052, "访问ip与备案ip不符", HOST_A)
+    host_a.stores.accounts.pause("default", 4052, "访问ip与备案ip不符", HOST_A)
     # As if this request had been handed back for 10 s: the gate is told no window is left.
     monkeypatch.setattr(host_a, "policy", dataclasses.replace(host_a.policy, hand_back_window=0.0))
     outcome = host_a.send(request(unique_mobile("138")), task_id="t-1")
@@ -253,17 +259,17 @@ def test_a_host_probes_its_own_pause_and_sends_again(host_a, other_box):
     time.sleep(1.1)
     done = host_a.send(request(unique_mobile("138"), "r-3"), task_id="t-3")
     assert isinstance(done, Done) and done.status == "submitted"
-    assert host_a.accounts.paused("default", HOST_A) is None
+    assert host_a.stores.accounts.paused("default", HOST_A) is None
 
 
 def test_a_405_from_a_skewed_clock_pauses_this_host_and_says_by_how_much(host_a, other_box):
     other_box.clock_offset = -3600.0  # ihuyi an hour behind: this host an hour ahead
     outcome = host_a.send(request(unique_mobile("138")), task_id="t-1")
     assert isinstance(outcome, RetryIn)
-    pause = host_a.accounts.paused("default", HOST_A)
+    pause = host_a.stores.accounts.paused("default", HOST_A)
     said = f"clock skew on host {HOST_A} by 3600 s (ahead of ihuyi's clock; the state Redis's clock differs by +0 s)"
     assert pause.code == 405 and pause.msg == said  # a Date is whole seconds: the nearest one
-    assert host_a.accounts.paused("default") is None
+    assert host_a.stores.accounts.paused("default") is None
     assert (outcome.refusal.code, outcome.refusal.pause.msg, outcome.refusal.pause.host) == (405, said, HOST_A)
 
 
@@ -271,7 +277,7 @@ def test_a_405_with_the_clocks_agreeing_pauses_the_account_for_the_pool(host_a, 
     other_box.set_account(ACCOUNTS["default"]["apiid"], forced_code=405)
     outcome = host_a.send(request(unique_mobile("138")), task_id="t-1")
     assert isinstance(outcome, Done) and (outcome.result["reason"], outcome.result["code"]) == ("permanent", 405)
-    assert host_a.accounts.paused("default").code == 405 and host_a.accounts.paused("default").host is None
+    assert host_a.stores.accounts.paused("default").code == 405 and host_a.stores.accounts.paused("default").host is None
     assert outcome.refusal == Refusal("default", 405, "on Submit")  # the code's alert: credentials_refused
 
 
@@ -284,16 +290,16 @@ def test_the_apikey_mode_never_blames_the_clock(redis_db, other_box):
         outcome = sender.send(request(unique_mobile("138")), task_id="t-1")
     finally:
         other_box.clock_offset = 0.0
-    assert isinstance(outcome, Done) and sender.accounts.paused("default").code == 405
+    assert isinstance(outcome, Done) and sender.stores.accounts.paused("default").code == 405
 
 
 # -- metrics -----------------------------------------------------------------------------------
 
 def test_each_delivery_counts_in_one_round_trip(sender, fresh_sandbox, monkeypatch):
     written = []
-    add, finish = sender.metrics.add, sender.idempotency.finish
+    add, finish = sender.metrics.add, sender.stores.idempotency.finish
     monkeypatch.setattr(sender.metrics, "add", lambda counts: (written.append(("own", len(counts))), add(counts))[1])
-    monkeypatch.setattr(sender.idempotency, "finish",
+    monkeypatch.setattr(sender.stores.idempotency, "finish",
                         lambda *a: (written.append(("with the finish", len(a[3]))), finish(*a))[1])
     mobile = f"1990111{time.time_ns() % 10000:04d}"  # HTTP 500 once, then sent
     assert isinstance(sender.send(request(mobile), task_id="t-1"), RetryIn)
@@ -314,22 +320,22 @@ def test_a_send_is_one_round_trip_before_the_submit_and_one_after(sender, fresh_
     assert outcome.status == "submitted"
     assert events == ["redis", "Submit", "redis"]
     # the record was written in that last one
-    assert sender.idempotency.begin("r-1", 60, message=(mobile, "4821", "default")).state == "done"
+    assert sender.stores.idempotency.begin("r-1", 60, message=(mobile, "4821", "default")).state == "done"
 
 
 def test_a_send_is_recorded_after_the_redis_scripts_were_flushed(sender, fresh_sandbox):
     sender.send(request(unique_mobile("138"), "warm-up"), task_id="t-0")
-    sender.redis.script_flush()  # as after a restart of the state Redis
+    sender.stores.redis.script_flush()  # as after a restart of the state Redis
     mobile = unique_mobile("138")
     assert sender.send(request(mobile), task_id="t-1").status == "submitted"
-    assert sender.idempotency.begin("r-1", 60, message=(mobile, "4821", "default")).result["status"] == "submitted"
+    assert sender.stores.idempotency.begin("r-1", 60, message=(mobile, "4821", "default")).result["status"] == "submitted"
     assert sender.metrics.snapshot().outcomes[("default", "submitted", "2")] == 2
 
 
 def test_rate_limit_waits_are_counted(sender, fresh_sandbox):
     rate = sender.settings.accounts["slow"].rate  # 10/s, burst 2
     for _ in range(3):
-        sender.limiter.reserve("slow", rate, max_wait=60)
+        RuleLimiter(sender.stores.redis).reserve("slow", rate, max_wait=60)
     assert sender.send(request(unique_mobile("138"), account="slow"), task_id="t-1").status == "submitted"
     waits = sender.metrics.snapshot().rate_limit_waits["slow"]
     assert waits.count == 1 and 0.1 < waits.seconds <= 0.25

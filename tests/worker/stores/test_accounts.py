@@ -8,6 +8,7 @@ import pytest
 
 from ihuyi import IhuyiClient
 from ihuyi.sandbox import Sandbox
+from tests.worker.stores.rules import RuleAccounts
 from worker.stores.accounts import AccountState, AccountStates, Pause, probe
 
 APIID, APIKEY = "acct-id", "acct-key"
@@ -27,8 +28,8 @@ def sandbox(box: Sandbox) -> Sandbox:
 
 
 @pytest.fixture
-def states(redis_db) -> AccountStates:
-    return AccountStates(redis_db)
+def states(redis_db) -> RuleAccounts:
+    return RuleAccounts(redis_db)
 
 
 def client_for(sandbox: Sandbox, apikey: str = APIKEY) -> IhuyiClient:

@@ -8,11 +8,9 @@ import time
 import pytest
 
 from config.settings import Account, Rate, Window
-from worker.stores.accounts import AccountStates
 from worker.stores.gate import Policy, SendGate, Verdict
+from tests.worker.stores.rules import RuleAccounts, RuleLimiter, RuleThrottle
 from worker.stores.idempotency import IdempotencyStore
-from worker.stores.ratelimit import RateLimiter
-from worker.stores.throttle import MobileThrottle
 
 HOST, OTHER_HOST = "host-a", "host-b"
 MOBILE, OTHER_MOBILE = "13800138000", "13912345678"
@@ -34,9 +32,9 @@ POLICY = Policy(host=HOST, probe_every=0.3, max_hold=0.5, parked_late=0.2, hand_
 class Parts:
     gate: SendGate
     requests: IdempotencyStore
-    accounts: AccountStates
-    throttle: MobileThrottle
-    limiter: RateLimiter
+    accounts: RuleAccounts
+    throttle: RuleThrottle
+    limiter: RuleLimiter
 
     def enter(self, rid: str = "r-1", mobile: str = MOBILE, account: str = "solo", ttl: int = 300,
               enqueued_at: float | None = None, policy: Policy = POLICY) -> Verdict:
@@ -47,9 +45,9 @@ class Parts:
 @pytest.fixture
 def parts(redis_db) -> Parts:
     requests = IdempotencyStore(redis_db, lease_seconds=30)
-    accounts = AccountStates(redis_db)
-    throttle = MobileThrottle(redis_db, [Window(1, 60)])
-    limiter = RateLimiter(redis_db)
+    accounts = RuleAccounts(redis_db)
+    throttle = RuleThrottle(redis_db, [Window(1, 60)])
+    limiter = RuleLimiter(redis_db)
     gate = SendGate(redis_db, idempotency=requests, accounts=accounts, throttle=throttle, limiter=limiter,
                     configured=CONFIGURED)
     return Parts(gate, requests, accounts, throttle, limiter)

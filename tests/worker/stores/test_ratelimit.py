@@ -10,7 +10,7 @@ import redis
 from config.settings import Rate, parse_rate
 from tests.servers import redis_url
 from tests.worker.conftest import TEST_DB
-from worker.stores.ratelimit import RateLimiter
+from tests.worker.stores.rules import RuleLimiter
 
 PROCESSES = 4
 DURATION = 2.0
@@ -18,7 +18,7 @@ SHARED = Rate(20, 1.0, 5)
 
 
 def test_burst_goes_at_once_then_the_limit_holds(redis_db):
-    limiter = RateLimiter(redis_db)
+    limiter = RuleLimiter(redis_db)
     rate = Rate(10, 60.0, 5)  # one slot every 6 s: nothing refills during the loop
     answers = [limiter.reserve("acct", rate, max_wait=0) for _ in range(20)]
     assert [a.granted for a in answers] == [True] * 5 + [False] * 15
@@ -27,7 +27,7 @@ def test_burst_goes_at_once_then_the_limit_holds(redis_db):
 
 
 def test_after_the_burst_one_slot_every_interval(redis_db):
-    limiter = RateLimiter(redis_db)
+    limiter = RuleLimiter(redis_db)
     rate = Rate(20, 1.0, 3)
     assert sum(limiter.reserve("acct", rate, max_wait=0).granted for _ in range(10)) == 3
     for _ in range(3):
@@ -39,7 +39,7 @@ def test_after_the_burst_one_slot_every_interval(redis_db):
 
 
 def test_reservations_are_queued_one_interval_apart(redis_db):
-    limiter = RateLimiter(redis_db)
+    limiter = RuleLimiter(redis_db)
     rate = Rate(10, 1.0, 5)
     slots = []
     for _ in range(100):
@@ -58,7 +58,7 @@ def test_by_default_never_more_than_n_in_any_window(redis_db):
     """``10/s`` with no burst given: slots a tenth of a second apart, from the first on."""
     rate = parse_rate("IHUYI_RATE_LIMIT", "10/s")
     assert rate.burst == 1
-    limiter = RateLimiter(redis_db)
+    limiter = RuleLimiter(redis_db)
     slots = []
     for _ in range(50):
         asked = time.time()
@@ -69,7 +69,7 @@ def test_by_default_never_more_than_n_in_any_window(redis_db):
 
 
 def test_a_refused_reservation_reserves_nothing(redis_db):
-    limiter = RateLimiter(redis_db)
+    limiter = RuleLimiter(redis_db)
     rate = Rate(1, 1.0, 1)
     assert limiter.reserve("acct", rate, max_wait=0).granted
     stored = redis_db.get("voicecode:rate:acct")
@@ -82,23 +82,23 @@ def test_a_refused_reservation_reserves_nothing(redis_db):
 
 
 def test_state_expires_once_the_account_is_idle(redis_db):
-    limiter = RateLimiter(redis_db)
+    limiter = RuleLimiter(redis_db)
     limiter.reserve("acct", Rate(1, 60.0, 1), max_wait=0)
     assert 60_000 <= redis_db.pttl("voicecode:rate:acct") <= 61_000
 
 
 def test_accounts_are_independent(redis_db):
-    limiter = RateLimiter(redis_db)
+    limiter = RuleLimiter(redis_db)
     rate = Rate(1, 60.0, 2)
     assert [limiter.reserve("a", rate, max_wait=0).granted for _ in range(3)] == [True, True, False]
     assert [limiter.reserve("b", rate, max_wait=0).granted for _ in range(3)] == [True, True, False]
-    assert RateLimiter(redis_db, prefix="other:").reserve("a", rate, max_wait=0).granted
+    assert RuleLimiter(redis_db, prefix="other:").reserve("a", rate, max_wait=0).granted
 
 
 # -- a slot used late -------------------------------------------------------------------------
 
 def test_a_late_slot_nobody_reserved_after_moves_to_now_and_loses_nothing(redis_db):
-    limiter = RateLimiter(redis_db)
+    limiter = RuleLimiter(redis_db)
     rate = Rate(2, 1.0, 1)
     first = limiter.reserve("acct", rate, max_wait=60)
     assert first.granted and first.ticket
@@ -110,7 +110,7 @@ def test_a_late_slot_nobody_reserved_after_moves_to_now_and_loses_nothing(redis_
 
 
 def test_a_late_slot_others_reserved_after_is_given_a_new_one_behind_theirs(redis_db):
-    limiter = RateLimiter(redis_db)
+    limiter = RuleLimiter(redis_db)
     rate = Rate(2, 1.0, 1)
     first = limiter.reserve("acct", rate, max_wait=60)
     limiter.reserve("acct", rate, max_wait=60)  # counts on the first having gone at its time
@@ -122,7 +122,7 @@ def test_a_late_slot_others_reserved_after_is_given_a_new_one_behind_theirs(redi
 def test_late_slots_used_together_go_at_the_rate_never_in_a_burst(redis_db):
     """Five slots 0.2 s apart, all missed (a stalled worker): used late together, in any order,
     they go one interval apart from now on, like any reservations."""
-    limiter = RateLimiter(redis_db)
+    limiter = RuleLimiter(redis_db)
     rate = Rate(5, 1.0, 1)
     reserved = [limiter.reserve("acct", rate, max_wait=60) for _ in range(5)]
     time.sleep(1.0)
@@ -141,7 +141,7 @@ def _hammer(barrier, results, account: str, url: str) -> None:
     """One worker process: reserve a slot, sleep until it, 'send'; until DURATION is over.
 
     ``url`` is the session's Redis: a spawned process does not share the parent's module state."""
-    limiter = RateLimiter(redis.Redis.from_url(url))
+    limiter = RuleLimiter(redis.Redis.from_url(url))
     barrier.wait()
     end, sends = time.time() + DURATION, []
     while time.time() < end:

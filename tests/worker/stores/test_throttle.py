@@ -9,7 +9,8 @@ import time
 import pytest
 
 from config.settings import Window
-from worker.stores.throttle import MobileThrottle, number_key
+from tests.worker.stores.rules import RuleThrottle
+from worker.stores.throttle import number_key
 
 MOBILE = "13800138000"
 OTHER = "13912345678"
@@ -17,7 +18,7 @@ OTHER = "13912345678"
 
 @pytest.mark.parametrize("window", [Window(1, 1), Window(3, 3), Window(2, 5)])
 def test_each_window_allows_its_limit_then_says_how_long_to_wait(redis_db, window):
-    throttle = MobileThrottle(redis_db, [window])
+    throttle = RuleThrottle(redis_db, [window])
     started = time.time()
     assert [throttle.acquire(MOBILE) for _ in range(window.limit)] == [0.0] * window.limit
     retry = throttle.acquire(MOBILE)
@@ -26,7 +27,7 @@ def test_each_window_allows_its_limit_then_says_how_long_to_wait(redis_db, windo
 
 
 def test_the_longest_wait_over_all_windows_wins(redis_db):
-    throttle = MobileThrottle(redis_db, [Window(1, 1), Window(2, 3)])
+    throttle = RuleThrottle(redis_db, [Window(1, 1), Window(2, 3)])
     assert throttle.acquire(MOBILE) == 0.0
     first = throttle.acquire(MOBILE)
     assert 0.9 < first <= 1.0  # only the 1 s window is full
@@ -37,7 +38,7 @@ def test_the_longest_wait_over_all_windows_wins(redis_db):
 
 
 def test_a_call_is_allowed_again_after_retry_after(redis_db):
-    throttle = MobileThrottle(redis_db, [Window(1, 1)])
+    throttle = RuleThrottle(redis_db, [Window(1, 1)])
     assert throttle.acquire(MOBILE) == 0.0
     time.sleep(throttle.retry_after(MOBILE))
     assert throttle.retry_after(MOBILE) == 0.0
@@ -45,14 +46,14 @@ def test_a_call_is_allowed_again_after_retry_after(redis_db):
 
 
 def test_retry_after_records_nothing(redis_db):
-    throttle = MobileThrottle(redis_db, [Window(1, 60)])
+    throttle = RuleThrottle(redis_db, [Window(1, 60)])
     assert [throttle.retry_after(MOBILE) for _ in range(5)] == [0.0] * 5
     assert redis_db.keys("*") == []
     assert throttle.acquire(MOBILE) == 0.0
 
 
 def test_a_throttled_call_does_not_use_up_the_quota(redis_db):
-    throttle = MobileThrottle(redis_db, [Window(1, 1), Window(2, 60)])
+    throttle = RuleThrottle(redis_db, [Window(1, 1), Window(2, 60)])
     assert throttle.acquire(MOBILE) == 0.0
     assert all(throttle.acquire(MOBILE) > 0 for _ in range(5))
     time.sleep(throttle.retry_after(MOBILE))
@@ -61,7 +62,7 @@ def test_a_throttled_call_does_not_use_up_the_quota(redis_db):
 
 
 def test_release_gives_the_call_back(redis_db):
-    throttle = MobileThrottle(redis_db, [Window(1, 60)])
+    throttle = RuleThrottle(redis_db, [Window(1, 60)])
     assert throttle.acquire(MOBILE, "r-1") == 0.0
     assert throttle.acquire(MOBILE, "r-2") > 59
     throttle.release(MOBILE, "r-1")
@@ -71,7 +72,7 @@ def test_release_gives_the_call_back(redis_db):
 
 
 def test_a_request_is_counted_once_however_many_attempts_it_takes(redis_db):
-    throttle = MobileThrottle(redis_db, [Window(1, 60)])
+    throttle = RuleThrottle(redis_db, [Window(1, 60)])
     assert throttle.acquire(MOBILE, "login:13800138000") == 0.0
     assert throttle.acquire(MOBILE, "login:13800138000") == 0.0  # its retry
     assert throttle.acquire(MOBILE, "another") > 59
@@ -79,14 +80,14 @@ def test_a_request_is_counted_once_however_many_attempts_it_takes(redis_db):
 
 
 def test_numbers_are_independent(redis_db):
-    throttle = MobileThrottle(redis_db, [Window(1, 60)])
+    throttle = RuleThrottle(redis_db, [Window(1, 60)])
     assert throttle.acquire(MOBILE) == 0.0
     assert throttle.acquire(OTHER) == 0.0
     assert throttle.acquire(MOBILE) > 0 and throttle.acquire(OTHER) > 0
 
 
 def test_concurrent_callers_get_exactly_the_limit(redis_db):
-    throttle = MobileThrottle(redis_db, [Window(3, 60)])
+    throttle = RuleThrottle(redis_db, [Window(3, 60)])
     start, answers = threading.Barrier(20), []
 
     def call() -> None:
@@ -102,7 +103,7 @@ def test_concurrent_callers_get_exactly_the_limit(redis_db):
 
 
 def test_no_windows_never_throttles_by_itself(redis_db):
-    throttle = MobileThrottle(redis_db, [])
+    throttle = RuleThrottle(redis_db, [])
     assert [throttle.acquire(MOBILE) for _ in range(10)] == [0.0] * 10
     assert throttle.retry_after(MOBILE) == 0.0
     throttle.release(MOBILE, "r-1")
@@ -110,7 +111,7 @@ def test_no_windows_never_throttles_by_itself(redis_db):
 
 
 def test_redis_never_holds_the_number(redis_db):
-    throttle = MobileThrottle(redis_db, [Window(1, 1), Window(5, 3600)])
+    throttle = RuleThrottle(redis_db, [Window(1, 1), Window(5, 3600)])
     throttle.acquire(MOBILE, f"login:{MOBILE}")
     keys = [k.decode() for k in redis_db.keys("*")]
     assert keys == ["voicecode:throttle:" + hashlib.sha256(MOBILE.encode()).hexdigest()[:24]]
@@ -121,7 +122,7 @@ def test_redis_never_holds_the_number(redis_db):
 
 
 def test_log_is_trimmed_to_the_longest_window_and_expires(redis_db):
-    throttle = MobileThrottle(redis_db, [Window(5, 1)])
+    throttle = RuleThrottle(redis_db, [Window(5, 1)])
     throttle.acquire(MOBILE)
     time.sleep(1.05)
     throttle.acquire(MOBILE)
@@ -132,7 +133,7 @@ def test_log_is_trimmed_to_the_longest_window_and_expires(redis_db):
 
 def test_a_block_refuses_the_number_for_its_window_whatever_the_windows(redis_db):
     for windows in ([], [Window(5, 60)]):
-        throttle = MobileThrottle(redis_db, windows)
+        throttle = RuleThrottle(redis_db, windows)
         throttle.block(MOBILE, 60)
         assert 59 < throttle.retry_after(MOBILE) <= 60
         assert 59 < throttle.acquire(MOBILE, "r-1") <= 60
@@ -141,7 +142,7 @@ def test_a_block_refuses_the_number_for_its_window_whatever_the_windows(redis_db
 
 
 def test_a_block_ends_with_its_window(redis_db):
-    throttle = MobileThrottle(redis_db, [])
+    throttle = RuleThrottle(redis_db, [])
     throttle.block(MOBILE, 0.3)
     assert throttle.acquire(MOBILE) > 0
     time.sleep(throttle.retry_after(MOBILE) + 0.01)
@@ -149,7 +150,7 @@ def test_a_block_ends_with_its_window(redis_db):
 
 
 def test_a_shorter_block_never_cuts_a_longer_one(redis_db):
-    throttle = MobileThrottle(redis_db, [])
+    throttle = RuleThrottle(redis_db, [])
     throttle.block(MOBILE, 86400)
     throttle.block(MOBILE, 60)
     assert throttle.retry_after(MOBILE) > 86000
@@ -159,7 +160,7 @@ def test_a_shorter_block_never_cuts_a_longer_one(redis_db):
 
 
 def test_a_block_keeps_the_number_out_of_redis(redis_db):
-    MobileThrottle(redis_db, []).block(MOBILE, 60)
+    RuleThrottle(redis_db, []).block(MOBILE, 60)
     (key,) = [k.decode() for k in redis_db.keys("*")]
     assert key == number_key("voicecode:throttle:", MOBILE) + ":blocked"
     assert MOBILE not in key + redis_db.get(key).decode()
@@ -169,8 +170,8 @@ def test_the_producers_reservation_sees_a_block(redis_db):
     """The producer's reservation (worker/stores/idempotency_reserve.lua) refuses a new request to a blocked number."""
     from worker.stores.idempotency import IdempotencyStore
 
-    MobileThrottle(redis_db, []).block(MOBILE, 3600)
-    requests, throttle = IdempotencyStore(redis_db, lease_seconds=0), MobileThrottle(redis_db, [])
+    RuleThrottle(redis_db, []).block(MOBILE, 3600)
+    requests, throttle = IdempotencyStore(redis_db, lease_seconds=0), RuleThrottle(redis_db, [])
     refused = requests.reserve("r-1", "t-1", (MOBILE,), (MOBILE,), throttle=(*throttle.keys(MOBILE), "m1"), windows=[])
     assert refused.status == "throttled" and 3599 < refused.retry_after <= 3600
     assert requests.reserve("r-2", "t-2", (OTHER,), (OTHER,), throttle=(*throttle.keys(OTHER), "m2"),
