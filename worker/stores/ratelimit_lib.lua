@@ -1,4 +1,4 @@
--- The account's GCRA, as functions for ratelimit_*.lua and the gate's scripts (gate*.lua).
+-- The account's GCRA, as functions for the gate's scripts (gate*.lua); its tests run them one at a time.
 -- ``key`` holds the account's theoretical arrival time (TAT); a slot is reserved by moving it
 -- on by ``interval``, and a caller may go ``tau`` before it (the burst).
 

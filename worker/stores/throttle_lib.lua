@@ -1,4 +1,4 @@
--- The per-number throttle's decisions, as functions for throttle_check.lua and gate.lua.
+-- The per-number throttle's decisions, as functions for the door (idempotency_reserve.lua) and gate.lua.
 -- log_key is the number's log, block_key its block (set by ihuyi refusing the number:
 -- throttle_block.lua); windows a list {limit, seconds, limit, seconds, ...} of numbers.
 
