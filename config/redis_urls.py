@@ -17,6 +17,12 @@ def is_sentinel(url: str) -> bool:
     return url.startswith(SENTINEL_SCHEME)
 
 
+def is_redis_broker(url: str) -> bool:
+    """True for a broker URL kombu's Redis transport serves: ``redis://``, ``rediss://``,
+    ``redis+socket://`` (the embedded Redis) or ``sentinel://``."""
+    return url.startswith(("redis", SENTINEL_SCHEME))
+
+
 def sentinel_hosts(url: str) -> tuple[list[tuple[str, int]], int, str | None, str | None]:
     """The sentinels of a ``sentinel://h1:26379;sentinel://h2:26379/0`` URL, with the database,
     username and password (for the primary) of the first: ``ValueError`` naming what is wrong."""

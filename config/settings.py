@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config.redis_urls import is_redis_broker, is_sentinel, sentinel_hosts
+
 #: https, its certificate checked; a plain http:// URL works only when set, with a warning at start.
 DEFAULT_API_URL = "https://api.voice.ihuyi.com/webservice/voice.php"
 DEFAULT_ACCOUNT = "default"
@@ -298,8 +300,6 @@ def _sentinel(env: Mapping[str, str]) -> tuple[str | None, int]:
     and needs the master name; a publish waits for one replica by default when the broker is
     behind Sentinel (a primary with a replica), for none otherwise.
     """
-    from config.redis_urls import is_sentinel, sentinel_hosts
-
     sentinel_urls = [(variable, (env.get(variable) or "").strip()) for variable in _REDIS_ROLES]
     sentinel_urls = [(variable, url) for variable, url in sentinel_urls if is_sentinel(url)]
     for variable, url in sentinel_urls:
@@ -439,7 +439,7 @@ def _check_together(settings: Settings) -> None:
     """The bounds that tie one variable to another."""
     if settings.retry_base > settings.retry_cap:
         raise ConfigError("VOICECODE_RETRY_BASE", f"must not exceed VOICECODE_RETRY_CAP ({settings.retry_cap:g}), got {settings.retry_base:g}")
-    redis_broker = settings.broker_url is None or settings.broker_url.startswith(("redis", "sentinel"))
+    redis_broker = settings.broker_url is None or is_redis_broker(settings.broker_url)
     if redis_broker and settings.retry_cap >= settings.visibility_timeout:
         # Redis hands an unacked message to another worker after the visibility timeout:
         # a retry counting down for longer would run twice.

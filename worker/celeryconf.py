@@ -23,6 +23,7 @@ from celery.backends.redis import RedisBackend
 from celery.worker.request import Request
 
 from config import ConfigError, Settings, get_settings
+from config.redis_urls import is_redis_broker
 from config.settings import get_producer_settings
 from worker.broker.messages import QueueKind, all_queues, queue_for, shared_conf
 from worker.broker.quorum import DeadLetterQueue, native_delay_options
@@ -224,7 +225,7 @@ def worker_conf(settings: Settings) -> dict[str, Any]:
     """A worker's Celery settings: the shared ones (worker/broker/messages.py) and its own."""
     urls = resolve_urls(settings)
     conf = shared_conf(urls.broker, urls.result_backend, urls.sentinel_master, settings.wait_replicas)
-    if urls.broker.startswith(("redis", "sentinel")):
+    if is_redis_broker(urls.broker):
         conf["broker_transport_options"] = {
             **conf["broker_transport_options"],  # the master name and the replicas to wait for
             # An unacked message is handed to another worker after this long. Longer than any

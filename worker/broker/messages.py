@@ -26,6 +26,8 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
+from config.redis_urls import is_redis_broker, is_sentinel
+
 from worker.sending.masking import masked_call
 from worker.sending.request import VoiceCodeRequest
 
@@ -101,12 +103,12 @@ def shared_conf(broker_url: str, result_backend: str, sentinel_master: str | Non
     ``master_name`` transport option; ``wait_replicas`` is read by worker/broker/transport.py,
     which then waits, after each publish, for that many replicas to hold it.
     """
-    redis_broker = broker_url.startswith(("redis", "sentinel"))
+    redis_broker = is_redis_broker(broker_url)
     broker_options: dict[str, Any] = {} if redis_broker else {"confirm_publish": True}
     backend_options: dict[str, Any] = {"retry_policy": {"timeout": 5.0}}
-    if broker_url.startswith("sentinel"):
+    if is_sentinel(broker_url):
         broker_options["master_name"] = sentinel_master
-    if result_backend.startswith("sentinel"):
+    if is_sentinel(result_backend):
         backend_options["master_name"] = sentinel_master
     if redis_broker and wait_replicas:
         broker_options["wait_replicas"] = wait_replicas

@@ -232,7 +232,7 @@ class IdempotencyStore:
         requester_windows = window_args(door.requester_windows)
 
         def run() -> list[Any]:
-            requester = "" if door.requester is None else self.fingerprints.fingerprint("requester", door.requester)
+            requester = self._requester_hash(door)
             return self._reserve(
                 keys=[self.key(request_id), FINGERPRINT_KEY, log_key, block_key, *door.keys(requester)],
                 args=[self.fingerprints.hex, self.fingerprints.fingerprint(*asked),
@@ -248,12 +248,16 @@ class IdempotencyStore:
         requester_windows = window_args(door.requester_windows)
 
         def run() -> list[Any]:
-            requester = "" if door.requester is None else self.fingerprints.fingerprint("requester", door.requester)
+            requester = self._requester_hash(door)
             return self._admit(keys=[self.key(request_id), FINGERPRINT_KEY, *door.keys(requester)],
                                args=[self.fingerprints.hex, self.keep_seconds, member, *door.args(),
                                      *requester_windows])
 
         return _reservation(self.fingerprints.run(run))
+
+    def _requester_hash(self, door: Door) -> str:
+        """The HMAC ``door``'s requester is kept under ('' for none): the store never holds a requester."""
+        return "" if door.requester is None else self.fingerprints.fingerprint("requester", door.requester)
 
     def withdraw(self, request_id: str, *, throttle: tuple[str, str], door: Door | None = None) -> None:
         """Give back a reservation whose publish failed: the record dropped and its call taken back
@@ -261,8 +265,7 @@ class IdempotencyStore:
         member; ``door`` as given to :meth:`reserve`), so the request can be asked again."""
         log_key, member = throttle
         door = door or Door(None, "", "")
-        requester = "" if door.requester is None else self.fingerprints.fingerprint("requester", door.requester)
-        requester_log, budget_key = door.keys(requester)[:2]
+        requester_log, budget_key = door.keys(self._requester_hash(door))[:2]
         self._withdraw(keys=[self.key(request_id), log_key, requester_log, budget_key], args=[member, door.budget])
 
     def begin(self, request_id: str, ttl: int, enqueued_at: float | None = None, *,
