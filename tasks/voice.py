@@ -107,17 +107,13 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         return sender.reject_invalid(bound["mobile"], exc, task_id=self.request.id, request_id=bound.get("request_id")).result
     if not req.request_id:
         req = dataclasses.replace(req, request_id=self.request.id)
-    if bound.get("requester") is not None:  # by name, naming who asks: the door's limits, here
-        try:
-            requester = validate_requester(bound["requester"])
-        except InvalidPayload as exc:
-            return sender.reject_invalid(req.mobile, exc, task_id=self.request.id, request_id=req.request_id).result
-        refused = sender.admit(req, requester, task_id=self.request.id)
-        if refused is not None:
-            return refused.result
+    try:  # by name, naming who asks: the door's limits, in the send's gate
+        requester = validate_requester(bound.get("requester"))
+    except InvalidPayload as exc:
+        return sender.reject_invalid(req.mobile, exc, task_id=self.request.id, request_id=req.request_id).result
     task_result = self.app.task_result(self.request)
     outcome = sender.send(req, task_id=self.request.id, enqueued_at=getattr(self.request, "enqueued_at", None),
-                          task_result=task_result)
+                          task_result=task_result, requester=requester)
     if isinstance(outcome, (Done, RetryIn)) and outcome.refusal is not None:
         self.app.alerts.for_refusal(outcome.refusal)
     if isinstance(outcome, RetryIn):

@@ -5,6 +5,8 @@ this module only acts on its answer, one action per verdict, in the order the ga
 
 - the attempt ended at begin: conflict (the request id is another request's: rejected),
   done (the stored result, a Submit as a duplicate), busy (poll again), expired;
+- ``refused``: a request sent by task name that the door's limits refuse (dead-lettered
+  ``throttled`` or ``over_budget``);
 - ``probe``: a GetNum from this host for the account's pause here, then the gate again;
 - ``hand_back`` (a :class:`RetryIn` for another host), ``paused`` (dead-lettered
   ``account_paused``), both recalling the pause;
@@ -28,6 +30,7 @@ from worker.sending.timing import BUSY_POLL_SECONDS, CLAIM_AFTER_SECONDS, late_a
 from worker.stores import Stores
 from worker.stores.accounts import probe
 from worker.stores.gate import Policy, Verdict
+from worker.stores.guards import Door
 
 
 class Decider:
@@ -42,12 +45,13 @@ class Decider:
         self.submitter = submitter
 
     def run(self, req: VoiceCodeRequest, task_id: str | None, enqueued_at: float | None, policy: Policy,
-            measures: Measures) -> Outcome:
-        """One pass through the gate, and what its verdict calls for."""
+            measures: Measures, door: Door | None = None) -> Outcome:
+        """One pass through the gate, and what its verdict calls for; ``door``, the limits of a
+        request sent by task name that names who asks."""
         asked = time.monotonic()
         verdict = self.stores.gate.enter(req.request_id, req.mobile, req.account, req.ttl, enqueued_at,
                                          policy=policy, message=(req.mobile, req.code, req.account),
-                                         task_id=task_id or "")
+                                         task_id=task_id or "", door=door)
         return self._act(Delivery(req, task_id, enqueued_at, policy, measures, verdict.attempt, asked), verdict)
 
     def _act(self, d: Delivery, verdict: Verdict) -> Outcome:
@@ -55,6 +59,8 @@ class Decider:
         match verdict.verdict:
             case None:
                 return self._ended(d)
+            case "refused":
+                return self._refused_at_door(d, verdict)
             case "probe":
                 probe(self.stores.accounts, account, self.clients[account].get_num, d.policy.host)
                 return self.run(d.req, d.task_id, d.enqueued_at, d.policy, d.measures)
@@ -100,6 +106,15 @@ class Decider:
                 raise AssertionError("an attempt begun comes with the gate's verdict")
             case _:
                 assert_never(attempt.state)
+
+    def _refused_at_door(self, d: Delivery, verdict: Verdict) -> Done:
+        """A request sent by task name that the door's limits refuse: dead-lettered, nobody called."""
+        if verdict.limit == "budget":
+            budget = self.settings.accounts[d.req.account].daily_budget
+            return self.results.dead_letter(d, "over_budget", None, "", f"account {d.req.account} reached its "
+                                            f"daily budget of {budget} calls", submitted=False)
+        return self.results.dead_letter(d, "throttled", None, "", f"{verdict.limit} limit; retry after "
+                                        f"{verdict.seconds:.0f} s", submitted=False)
 
     @staticmethod
     def _turned_away(verdict: Verdict) -> Refusal:

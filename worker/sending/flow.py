@@ -68,30 +68,20 @@ class Sender:
                         "unencrypted; use https://")
 
     def send(self, req: VoiceCodeRequest, *, task_id: str | None, enqueued_at: float | None = None,
-             task_result: TaskResult | None = None) -> Outcome:
+             task_result: TaskResult | None = None, requester: str | None = None) -> Outcome:
         """One delivery of ``req``: what to do next (see the module's docstring). Given
-        ``task_result``, a final result written to the request's record is written there too."""
+        ``task_result``, a final result written to the request's record is written there too.
+        ``requester``: who asks, named by a request sent by task name; it meets the door's
+        limits (worker/stores/guards.py) on its first delivery, in the gate's round trip."""
         measures = Measures()
-        outcome = self.decider.run(req, task_id, enqueued_at, self.policy, measures)
+        door = None if requester is None else Door(
+            requester, req.account, req.mobile, self.settings.requester_throttle,
+            self.settings.accounts[req.account].daily_budget or 0, self.settings.range_guard)
+        outcome = self.decider.run(req, task_id, enqueued_at, self.policy, measures, door)
         if isinstance(outcome, Done) and outcome.store:
             return self.results.store(req, outcome, measures, task_result)
         self.results.record(measures, outcome.result if isinstance(outcome, Done) else None)
         return outcome
-
-    def admit(self, req: VoiceCodeRequest, requester: str, *, task_id: str | None) -> Done | None:
-        """A request sent by task name that names who asks for it meets the door's limits on its first
-        delivery (worker/stores/guards.py): None once admitted, else its dead letter, nobody called."""
-        door = Door(requester, req.account, req.mobile, self.settings.requester_throttle,
-                    self.settings.accounts[req.account].daily_budget or 0, self.settings.range_guard)
-        answer = self.stores.idempotency.admit(req.request_id, self.stores.throttle.member(req.request_id), door)
-        if answer.status == "new":
-            return None
-        if answer.status == "over_budget":
-            reason, detail = "over_budget", f"account {req.account} reached its daily budget of {answer.budget} calls"
-        else:
-            reason, detail = "throttled", f"{answer.limit} limit; retry after {answer.retry_after:.0f} s"
-        return self.results.reject(req.mobile, reason, detail, task_id=task_id, request_id=req.request_id,
-                                   account=req.account)
 
     def reject_invalid(self, mobile: object, error: InvalidPayload, *, task_id: str | None, request_id: object) -> Done:
         """Dead-letter a payload the worker cannot accept (nothing to replay: it would fail again)."""

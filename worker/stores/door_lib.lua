@@ -1,5 +1,6 @@
 -- The limits a new request meets at the door, besides its number's throttle, as a function for
--- idempotency_reserve.lua and idempotency_admit.lua (worker/stores/guards.py reads what they keep).
+-- idempotency_reserve.lua and, for a request sent by task name, gate.lua (worker/stores/guards.py
+-- reads what they keep).
 -- keys: {requester log ('' for none), the account's budget hash, the range's set of numbers,
 -- the range's block, the range's trip flag, the trips to alert on, the blocked ranges}. limits: {member (the
 -- request's), requester windows (a list), budget (0: none), account, range (its 7 digits),

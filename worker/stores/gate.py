@@ -5,7 +5,8 @@ account's pauses, the number's throttle and the account's rate limit each decide
 functions shared with those stores' own scripts by ``--! include``):
 
 1. begin the attempt (worker/stores/idempotency.py): a finished, busy or expired request
-   stops here;
+   stops here; a request sent by task name that names who asks meets the door's limits
+   (worker/stores/guards.py) on its first delivery;
 2. the account paused here (for the pool, or on this host)? A pause of this host's old
    enough is probed first, by the one caller that claims it (``probe``: a GetNum, then the
    gate again); else its fallback, if that is not paused; else the send is handed back for
@@ -38,12 +39,13 @@ import redis
 from config.settings import Account
 from worker.stores import scripts
 from worker.stores.accounts import AccountStates, Pause, pause_of
+from worker.stores.guards import Door
 from worker.stores.idempotency import Attempt, IdempotencyStore
 from worker.stores.ratelimit import RateLimiter
-from worker.stores.throttle import MobileThrottle
+from worker.stores.throttle import MobileThrottle, window_args
 
 #: What the gate answers for an attempt that goes on (see ``gate.lua``).
-GateVerdict = Literal["go", "slot", "park", "throttled", "late", "probe", "hand_back", "paused"]
+GateVerdict = Literal["refused", "go", "slot", "park", "throttled", "late", "probe", "hand_back", "paused"]
 #: What ``gate_late.lua`` answers: one of the gate's.
 #: What ``gate_refused.lua`` answers.
 RefusedVerdict = Literal["hand_back", "dead_letter"]
@@ -58,7 +60,8 @@ class Verdict:
     says how: done, busy, expired). Else ``verdict`` is the gate's, about ``account`` (the
     requested one or its fallback): ``seconds`` to wait, or to the slot, or until the number
     may be called; ``ticket`` the new slot's (``go``); ``pause`` the account's (``probe``,
-    ``hand_back``, ``paused``).
+    ``hand_back``, ``paused``); ``limit`` the door's limit that refused it (``refused``:
+    ``requester``, ``range`` or ``budget``).
     """
 
     attempt: Attempt
@@ -67,6 +70,7 @@ class Verdict:
     seconds: float = 0.0
     ticket: str = ""
     pause: Pause | None = None
+    limit: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,25 +118,32 @@ class SendGate:
         }
 
     def enter(self, request_id: str, mobile: str, account: str, ttl: int, enqueued_at: float | None, *,
-              policy: Policy, message: Sequence[str], task_id: str) -> Verdict:
+              policy: Policy, message: Sequence[str], task_id: str, door: Door | None = None) -> Verdict:
         """Begin an attempt at ``request_id``, whose message is ``message`` (number, code, account),
-        and decide it (see the module's docstring)."""
+        and decide it (see the module's docstring). ``door``: the limits of a request sent by
+        task name that names who asks, checked and counted if it was not admitted before."""
         fallback, fallback_rate_key, rate_args = self._account_args[account]
         begin_args = self.idempotency.begin_args(ttl, enqueued_at, message=message, task_id=task_id)
         log_key, block_key = self.throttle.keys(mobile)
-        reply = self.idempotency.fingerprints.run(lambda: self._gate(
-            keys=[self.idempotency.key(request_id), self.accounts.key(account), self.accounts.key(fallback or account),
-                  log_key, block_key, self.limiter.key(account), fallback_rate_key,
-                  self.accounts.probe_key(account, policy.host)],
-            args=[*begin_args(), account, fallback, policy.suffix, repr(float(policy.probe_every)),
-                  self.throttle.member(request_id), repr(float(policy.max_hold)), repr(float(policy.parked_late)),
-                  *policy.hand_back_args, *rate_args, *self.throttle.window_args],
-        ))
+        keys = [self.idempotency.key(request_id), self.accounts.key(account), self.accounts.key(fallback or account),
+                log_key, block_key, self.limiter.key(account), fallback_rate_key,
+                self.accounts.probe_key(account, policy.host)]
+        tail = [*policy.hand_back_args, *rate_args, len(self.throttle.window_args), *self.throttle.window_args]
+        if door is not None:
+            tail += [*door.args(), *window_args(door.requester_windows)]
+
+        def run() -> list[object]:
+            door_keys = [] if door is None else door.keys(self.idempotency.requester_hash(door))
+            return self._gate(keys=[*keys, *door_keys], args=[
+                *begin_args(), account, fallback, policy.suffix, repr(float(policy.probe_every)),
+                self.throttle.member(request_id), repr(float(policy.max_hold)), repr(float(policy.parked_late)), *tail])
+
+        reply = self.idempotency.fingerprints.run(run)
         if reply[0] not in _VERDICTS:  # begin's own answer: the attempt ends there
             return Verdict(self.idempotency.attempt_of(reply, begin_args.token))
         verdict, chosen, seconds = reply[:3]
         attempt = self.idempotency.attempt_of(["go", *reply[3:8]], begin_args.token)
-        return Verdict(attempt, verdict, chosen, float(seconds), reply[8], pause_of(reply[9:13]))
+        return Verdict(attempt, verdict, chosen, float(seconds), reply[8], pause_of(reply[9:13]), reply[13])
 
     def late(self, request_id: str, attempt: Attempt, account: str, ticket: str, *, policy: Policy) -> Verdict:
         """A slot on ``account`` (reserved as ``ticket``, '' if unknown) reached late: ``go`` after

@@ -1,7 +1,9 @@
 """The limits a new request meets at the door besides its number's throttle, and what they keep.
 
 Checked and counted in the same atomic step that reserves a request (door_lib.lua, run by
-idempotency_reserve.lua), so none can be passed by asking faster than the workers send:
+idempotency_reserve.lua), so none can be passed by asking faster than the workers send; a
+request sent by task name that names who asks meets them in the send gate's step instead
+(worker/stores/gate.lua), on its first delivery:
 
 - **per requester**: the key a web app says is asking (a client address, a user, a session),
   over sliding windows like a number's (``REQUESTER_THROTTLE``); kept under an HMAC of the key;

@@ -145,7 +145,7 @@ class Claim:
 
 
 def _reservation(reply: list[str]) -> Reservation:
-    """What a reserve's or an admit's ``reply`` (decoded) says."""
+    """What a reserve's ``reply`` (decoded) says."""
     status = reply[0]
     if status == "throttled":
         return Reservation("throttled", retry_after=float(reply[1]), limit=reply[2])  # type: ignore[arg-type]
@@ -153,8 +153,6 @@ def _reservation(reply: list[str]) -> Reservation:
         return Reservation("over_budget", budget=int(reply[1]))
     if status == "conflict":
         return Reservation("conflict")
-    if status == "admitted":
-        return Reservation("new")
     return Reservation(status, task_id=reply[1])  # type: ignore[arg-type]
 
 
@@ -203,7 +201,6 @@ class IdempotencyStore:
         self._heartbeat = heartbeat
         self.fingerprints = FingerprintKey()
         self._reserve = scripts.register(client, "idempotency_reserve")
-        self._admit = scripts.register(client, "idempotency_admit")
         self._begin = scripts.register(client, "idempotency_begin")
         self._claim = scripts.register(client, "idempotency_claim")
         self._release = scripts.register(client, "idempotency_release")
@@ -232,7 +229,7 @@ class IdempotencyStore:
         requester_windows = window_args(door.requester_windows)
 
         def run() -> list[Any]:
-            requester = self._requester_hash(door)
+            requester = self.requester_hash(door)
             return self._reserve(
                 keys=[self.key(request_id), FINGERPRINT_KEY, log_key, block_key, *door.keys(requester)],
                 args=[self.fingerprints.hex, self.fingerprints.fingerprint(*asked),
@@ -241,21 +238,7 @@ class IdempotencyStore:
 
         return _reservation(self.fingerprints.run(run))
 
-    def admit(self, request_id: str, member: str, door: Door) -> Reservation:
-        """Check and count ``door``'s limits for a request sent by task name, on its first delivery
-        only: ``new`` (admitted now, or before, at the door or by an earlier delivery), else
-        ``throttled`` or ``over_budget`` as :meth:`reserve` answers."""
-        requester_windows = window_args(door.requester_windows)
-
-        def run() -> list[Any]:
-            requester = self._requester_hash(door)
-            return self._admit(keys=[self.key(request_id), FINGERPRINT_KEY, *door.keys(requester)],
-                               args=[self.fingerprints.hex, self.keep_seconds, member, *door.args(),
-                                     *requester_windows])
-
-        return _reservation(self.fingerprints.run(run))
-
-    def _requester_hash(self, door: Door) -> str:
+    def requester_hash(self, door: Door) -> str:
         """The HMAC ``door``'s requester is kept under ('' for none): the store never holds a requester."""
         return "" if door.requester is None else self.fingerprints.fingerprint("requester", door.requester)
 
@@ -265,7 +248,7 @@ class IdempotencyStore:
         member; ``door`` as given to :meth:`reserve`), so the request can be asked again."""
         log_key, member = throttle
         door = door or Door(None, "", "")
-        requester_log, budget_key = door.keys(self._requester_hash(door))[:2]
+        requester_log, budget_key = door.keys(self.requester_hash(door))[:2]
         self._withdraw(keys=[self.key(request_id), log_key, requester_log, budget_key], args=[member, door.budget])
 
     def begin(self, request_id: str, ttl: int, enqueued_at: float | None = None, *,

@@ -34,10 +34,3 @@ local function throttle_record(now, log_key, member, windows)
   redis.call('ZADD', log_key, string.format('%.6f', now), member)
   redis.call('PEXPIRE', log_key, longest * 1000 + 1000)
 end
-
--- The numbers in ARGV from ``first`` on.
-local function numbers_from(first)
-  local list = {}
-  for i = first, #ARGV do list[#list + 1] = tonumber(ARGV[i]) end
-  return list
-end

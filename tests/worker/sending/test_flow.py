@@ -312,15 +312,28 @@ def test_each_delivery_counts_in_one_round_trip(sender, fresh_sandbox, monkeypat
     assert snapshot.submit["default"].count == 2
 
 
-def test_a_send_is_one_round_trip_before_the_submit_and_one_after(sender, fresh_sandbox, monkeypatch):
-    sender.send(request(unique_mobile("138"), "warm-up"), task_id="t-0")  # the scripts loaded
+@pytest.mark.parametrize("requester", [None, "203.0.113.7"])  # a request by task name that names who asks
+def test_a_send_is_one_round_trip_before_the_submit_and_one_after(sender, fresh_sandbox, monkeypatch, requester):
+    sender.send(request(unique_mobile("138"), "warm-up"), task_id="t-0", requester=requester)  # the scripts loaded
     events = round_trips_and_submits(sender, "default", monkeypatch)
     mobile = unique_mobile("138")
-    outcome = sender.send(request(mobile), task_id="t-1")
+    outcome = sender.send(request(mobile), task_id="t-1", requester=requester)
     assert outcome.status == "submitted"
     assert events == ["redis", "Submit", "redis"]
     # the record was written in that last one
     assert sender.stores.idempotency.begin("r-1", 60, message=(mobile, "4821", "default")).state == "done"
+
+
+def test_a_request_by_name_past_its_requesters_windows_is_dead_lettered_uncalled(sender, fresh_sandbox):
+    mobiles = [unique_mobile("138") for _ in range(6)]  # the requester's windows: 5 in 10 minutes
+    outcomes = [sender.send(request(m, f"r-{m}"), task_id=f"t-{m}", requester="by-name") for m in mobiles]
+    assert [o.status for o in outcomes] == ["submitted"] * 5 + ["dead_lettered"]
+    refused = outcomes[-1].result
+    assert (refused["reason"], refused["attempts"]) == ("throttled", 0)
+    assert "requester limit" in sender.stores.dead_letters.get(refused["dead_letter"]).detail
+    assert submits(fresh_sandbox, mobiles[-1]) == []
+    again = sender.send(request(mobiles[-1], f"r-{mobiles[-1]}"), task_id="t-again", requester="by-name")
+    assert again.result["dead_letter"] == refused["dead_letter"]  # a redelivery: the stored result, not counted again
 
 
 def test_a_send_is_recorded_after_the_redis_scripts_were_flushed(sender, fresh_sandbox):

@@ -10,6 +10,7 @@ import pytest
 from config.settings import Account, Rate, Window
 from worker.stores.gate import Policy, SendGate, Verdict
 from tests.worker.stores.rules import RuleAccounts, RuleLimiter, RuleThrottle
+from worker.stores.guards import Door, Guards
 from worker.stores.idempotency import IdempotencyStore
 
 HOST, OTHER_HOST = "host-a", "host-b"
@@ -37,9 +38,9 @@ class Parts:
     limiter: RuleLimiter
 
     def enter(self, rid: str = "r-1", mobile: str = MOBILE, account: str = "solo", ttl: int = 300,
-              enqueued_at: float | None = None, policy: Policy = POLICY) -> Verdict:
+              enqueued_at: float | None = None, policy: Policy = POLICY, door: Door | None = None) -> Verdict:
         return self.gate.enter(rid, mobile, account, ttl, enqueued_at, policy=policy,
-                               message=(mobile, "4821", account), task_id=f"t-{rid}")
+                               message=(mobile, "4821", account), task_id=f"t-{rid}", door=door)
 
 
 @pytest.fixture
@@ -71,6 +72,42 @@ def test_a_finished_request_is_done(parts):
 def test_a_request_past_its_deadline_is_expired(parts):
     expired = parts.enter(ttl=1, enqueued_at=time.time() - 2)
     assert (expired.verdict, expired.attempt.state) == (None, "expired")
+
+
+# -- the door's limits, for a request sent by task name that names who asks ----------------------
+
+def by_name(requester: str = "203.0.113.7", budget: int = 0, mobile: str = MOBILE) -> Door:
+    return Door(requester, "fast", mobile, [Window(2, 600)], budget)
+
+
+def test_a_request_by_name_is_counted_against_its_requester_once(parts):
+    first = parts.enter("r-1", account="fast", door=by_name())
+    assert first.verdict == "go"
+    parts.requests.release("r-1", first.attempt, sent=True)  # a retry: admitted already, not counted again
+    assert parts.enter("r-1", account="fast", door=by_name()).verdict == "go"
+    assert parts.enter("r-2", OTHER_MOBILE, account="fast", door=by_name(mobile=OTHER_MOBILE)).verdict == "go"
+    refused = parts.enter("r-3", "13700000003", account="fast", door=by_name(mobile="13700000003"))
+    assert (refused.verdict, refused.limit) == ("refused", "requester") and 599 < refused.seconds <= 600
+    assert parts.throttle.retry_after("13700000003") == 0.0  # the number's call not counted either
+    assert parts.enter("r-4", "13700000004", account="fast", door=by_name("198.51.100.1", mobile="13700000004"),
+                       ).verdict == "go"  # another requester
+
+
+def test_a_request_by_name_past_its_accounts_budget_is_refused(parts, redis_db):
+    assert parts.enter("r-1", account="fast", door=by_name(budget=1)).verdict == "go"
+    refused = parts.enter("r-2", OTHER_MOBILE, account="fast", door=by_name("198.51.100.2", 1, OTHER_MOBILE))
+    assert (refused.verdict, refused.limit) == ("refused", "budget")
+    assert Guards(redis_db).budget_use(["fast"]) == {"fast": 1}
+
+
+def test_a_request_reserved_at_the_door_is_not_counted_again_by_name(parts):
+    parts.requests.reserve("r-1", "t-r-1", (MOBILE, "4821", "fast"), (MOBILE, "4821", "fast"), windows=[],
+                           throttle=(*parts.throttle.keys(MOBILE), parts.throttle.member("r-1")),
+                           door=by_name())
+    parts.requests.reserve("r-2", "t-r-2", (OTHER_MOBILE, "4821", "fast"), (OTHER_MOBILE, "4821", "fast"),
+                           windows=[], throttle=(*parts.throttle.keys(OTHER_MOBILE), parts.throttle.member("r-2")),
+                           door=by_name(mobile=OTHER_MOBILE))  # the requester's two requests
+    assert parts.enter("r-1", account="fast", door=by_name()).verdict == "go"
 
 
 # -- the number and the rate limit -------------------------------------------------------------

@@ -3,7 +3,8 @@
 -- recorded if asked.
 --! now
 --! include throttle_lib
-local windows = numbers_from(3)
+local windows = {}
+for i = 3, #ARGV do windows[#windows + 1] = tonumber(ARGV[i]) end
 local retry = throttle_retry_after(now, KEYS[1], KEYS[2], ARGV[2], windows)
 if retry == 0 and ARGV[1] == '1' then throttle_record(now, KEYS[1], ARGV[2], windows) end
 return tostring(retry)
