@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from celery import Task, signals
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Retry
 
 from tasks.producer import default_producer
 from worker.app import app
@@ -86,7 +86,16 @@ def _run(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         countdown = STATE_STORE.delay(self.request.retries + 1)
         log.warning("state store unreachable (%s); task %s retried in %.1f s", type(exc).__name__,
                     self.request.id, countdown)
-        raise self.retry(countdown=countdown, exc=None) from None
+        raise _retry(self, countdown) from None
+
+
+def _retry(self: Task, countdown: float) -> Retry:
+    """``Task.retry``, without the ``RETRY`` state Celery would store once the retry is already
+    on its queue: on a loaded worker the retry can run and store its final result first, which
+    ``RETRY`` would then overwrite for good. Flower still sees the retry (its event)."""
+    retry = self.retry(countdown=countdown, exc=None, throw=False)
+    self.request.ignore_result = True  # after the publish, which copies it; read when Celery handles the Retry
+    return retry
 
 
 def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +126,7 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(outcome, (Done, RetryIn)) and outcome.refusal is not None:
         self.app.alerts.for_refusal(outcome.refusal)
     if isinstance(outcome, RetryIn):
-        raise self.retry(countdown=outcome.seconds, exc=None)
+        raise _retry(self, outcome.seconds)
     if isinstance(outcome, Park):
         message = send_options(req, self.request.id, getattr(self.request, "enqueued_at", None))
         self.app.stores.parking.park(outcome.seconds, {

@@ -80,7 +80,9 @@ class VoiceCodeApp(Celery):
         returns: when the results are in the state Redis and the task is a plain one (not
         eager, not in a group, chain or chord, whose results Celery links). When the broker
         is there too, the same step acks the task's message."""
-        if not self.results_in_state or request.is_eager or request.group or request.parent_id or request.chord:
+        # A retry's parent is the task itself (Task.retry publishes it from the task): still a plain one.
+        linked = request.parent_id not in (None, request.id)
+        if not self.results_in_state or request.is_eager or request.group or linked or request.chord:
             return None
         key = self.backend.get_key_for_task(request.id)
         tag = (request.delivery_info or {}).get("delivery_tag")

@@ -37,10 +37,13 @@ def test_success_returns_voiceid_and_masked_result(stack, sandbox):
     assert mobile not in shown and "4821" not in shown
 
 
-def test_the_result_is_stored_in_the_sends_own_round_trip_not_again_by_celery(stack, sandbox):
+@pytest.mark.parametrize("prefix, retries", [("138", 0), ("1990102", 2)])  # code 0 twice: retried twice, then sent
+def test_the_result_is_stored_in_the_sends_own_round_trip_not_again_by_celery(stack, sandbox, prefix, retries):
     """The results are in the state Redis: the script that finishes the request stores the task's
     result and publishes it, and Celery's backend neither reads it back nor writes it again.
-    A Redis broker there too: the same script acks the message, and Celery's ack makes no round trip."""
+    A Redis broker there too: the same script acks the message, and Celery's ack makes no round trip.
+    A retried task's ``RETRY`` state is never stored: written after the retry is out, it could
+    overwrite the retry's final result. (The deliveries that ended in a retry are acked by Celery.)"""
     seen, stop = [], f"end-{uuid.uuid4().hex}"
 
     def watch(monitor) -> None:
@@ -52,7 +55,7 @@ def test_the_result_is_stored_in_the_sends_own_round_trip_not_again_by_celery(st
     with stack.state.monitor() as monitor:
         watcher = threading.Thread(target=watch, args=(monitor,), daemon=True)
         watcher.start()
-        pending = stack.send(unique_mobile("138"), "4821")
+        pending = stack.send(unique_mobile(prefix), "4821")
         wait_for(lambda: f"[{pending.id}] succeeded" in stack.workers[0].text(), RESULT_TIMEOUT, what="the task's end")
         stack.state.echo(stop)
         watcher.join(10)
@@ -62,7 +65,8 @@ def test_the_result_is_stored_in_the_sends_own_round_trip_not_again_by_celery(st
     assert on_result == [("lua", "SET"), ("lua", "PUBLISH")], on_result
     acks = [c["command"] for c in seen if c["client_type"] != "lua" and c["command"].split()[:2] in
             (["ZREM", "unacked_index"], ["HDEL", "unacked"])]
-    assert not acks, acks[:3]
+    celery_acked = 0 if stack.backend.broker.startswith("amqp") else retries  # acked in Redis, a ZREM and an HDEL each
+    assert len(acks) == 2 * celery_acked, acks[:3]
     assert stack.state.hlen("unacked") == 0
     assert result_of(pending)["status"] == "submitted"
 
