@@ -23,11 +23,11 @@ if tag then
   redis.call('HDEL', KEYS[5 + n], tag)
   redis.call('SREM', KEYS[6 + n], tag)
 end
-if redis.call('HGET', key, 'status') == 'submitted' and ARGV[1] ~= 'submitted' then
+if ARGV[1] ~= 'submitted' and redis.call('HGET', key, 'status') == 'submitted' then
   return {redis.call('HGET', key, 'result'), skipped}
 end
+-- The attempt's lease, owner and holder stay: they are read only while the status is 'inflight'.
 redis.call('HSET', key, 'status', ARGV[1], 'result', ARGV[2])
-redis.call('HDEL', key, 'lease', 'owner', 'holder')
 if result_key then
   redis.call('SET', result_key, ARGV[meta], 'EX', ARGV[meta + 1])
   redis.call('PUBLISH', result_key, ARGV[meta])

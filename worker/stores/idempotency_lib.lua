@@ -30,34 +30,36 @@ local function idempotency_begin(now, key, ttl, enqueued_at, lease, keep, token,
                                  key_key, fingerprint_key, message, task_id)
   local other = idempotency_other_key(key_key, fingerprint_key)
   if other then return {'rekey', other} end
-  local kept, status, held, by, first_seen, attempts, first_attempt, last_attempt, slot_account, slot_at =
-    unpack(redis.call('HMGET', key, 'message', 'status', 'lease', 'holder', 'first_seen', 'attempts',
+  local kept, kept_task, status, held, by, first_seen, attempts, first_attempt, last_attempt, slot_account, slot_at =
+    unpack(redis.call('HMGET', key, 'message', 'task_id', 'status', 'lease', 'holder', 'first_seen', 'attempts',
                       'first_attempt', 'last_attempt', 'slot_account', 'slot_at'))
   if kept and kept ~= message then return {'conflict'} end
+  -- What the record is given is written in one HSET at the end, whichever way it ends.
+  local fields = {}
   if not kept then
-    redis.call('HSET', key, 'message', message)
-    redis.call('HSETNX', key, 'task_id', task_id)
+    fields = {'message', message}
+    if not kept_task then fields[3], fields[4] = 'task_id', task_id end
   end
-  if status == 'submitted' or status == 'dead_lettered' or status == 'expired' then
-    return {'done', redis.call('HGET', key, 'result')}
-  end
+  local busy
   if status == 'inflight' then
     held = tonumber(held)
-    if held and held > now and (not by or by == '' or redis.call('EXISTS', prefix .. by) == 1) then
-      return {'busy', tostring(held - now)}
-    end
+    busy = held and held > now and (not by or by == '' or redis.call('EXISTS', prefix .. by) == 1)
   end
-  local fields = {}
+  if busy or status == 'submitted' or status == 'dead_lettered' or status == 'expired' then
+    if #fields > 0 then redis.call('HSET', key, unpack(fields)) end
+    if busy then return {'busy', tostring(held - now)} end
+    return {'done', redis.call('HGET', key, 'result')}
+  end
   if not first_seen then
     first_seen = enqueued_at ~= '' and enqueued_at or tostring(now)
-    fields = {'first_seen', first_seen}
+    fields[#fields + 1], fields[#fields + 2] = 'first_seen', first_seen
   end
-  redis.call('EXPIRE', key, keep)
   local deadline = tonumber(first_seen) + tonumber(ttl)
   fields[#fields + 1], fields[#fields + 2] = 'deadline', tostring(deadline)
   attempts = tonumber(attempts or '0')
   if now >= deadline then
     redis.call('HSET', key, unpack(fields))
+    redis.call('EXPIRE', key, keep)
     return {'expired', tostring(now), tostring(deadline), tostring(attempts), first_attempt or '', last_attempt or ''}
   end
   attempts, first_attempt = attempts + 1, first_attempt or tostring(now)
@@ -65,6 +67,7 @@ local function idempotency_begin(now, key, ttl, enqueued_at, lease, keep, token,
   redis.call('HSET', key, 'attempts', tostring(attempts), 'first_attempt', first_attempt, 'status', 'inflight',
              'owner', token, 'holder', holder, 'lease', tostring(now + tonumber(lease)), 'last_attempt', tostring(now),
              unpack(fields))
+  redis.call('EXPIRE', key, keep)
   if slot_account or slot_at then redis.call('HDEL', key, 'slot_account', 'slot_at') end
   return {'go', tostring(now), tostring(deadline), tostring(attempts), first_attempt, tostring(now),
           slot_account or '', slot_at or ''}

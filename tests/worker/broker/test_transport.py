@@ -17,6 +17,7 @@ from tests.servers import redis_url
 from tests.support import unique_mobile, wait_for
 from tests.worker.broker.conftest import DB
 from worker.broker.heartbeat import OwnerKeys
+from worker.stores import scripts
 from worker.broker.transport import IDLE_AFTER_SECONDS, IDLE_POLL_SECONDS, POLL_SECONDS, Transport
 from worker.broker.wake import ListWaiter
 from worker.stores.heartbeats import Heartbeat
@@ -62,7 +63,30 @@ def consume(connection: Connection, callback) -> Any:
     return channel
 
 
-def test_taken_messages_are_recorded_as_unacked_before_delivery(connection, redis_db):
+@pytest.fixture(params=["LMPOP", "RPOP"])
+def pops(request, monkeypatch) -> str:
+    """The take as Redis 7 runs it (a queue's share in one LMPOP), and as an older Redis does
+    (one RPOP a message): the script's text with the server's version hidden."""
+    if request.param == "RPOP":
+        register = scripts.register
+
+        def register_take_as_before_7(client, name, *directory):
+            if name != "take":
+                return register(client, name, *directory)
+            text = scripts.source(name, *directory).replace("redis.REDIS_VERSION_NUM", "nil")
+            return client.register_script(text)
+
+        monkeypatch.setattr(scripts, "register", register_take_as_before_7)
+    return request.param
+
+
+def pop_calls(redis_db: redis.Redis) -> int:
+    """The pops the server has run so far (LMPOP and RPOP): only a take pops in these tests."""
+    stats = redis_db.info("commandstats")
+    return sum(stats.get(f"cmdstat_{command}", {}).get("calls", 0) for command in ("lmpop", "rpop"))
+
+
+def test_taken_messages_are_recorded_as_unacked_before_delivery(connection, redis_db, pops):
     for queue in QUEUES:
         publish(connection, queue, 3)
     seen = []
@@ -84,6 +108,32 @@ def test_taken_messages_are_recorded_as_unacked_before_delivery(connection, redi
     for message in seen:
         message.ack()
     assert redis_db.hlen("unacked") == 0 and redis_db.zcard("unacked_index") == 0
+
+
+def test_a_take_shares_what_it_wants_among_the_queues_with_messages(connection, redis_db, pops):
+    """An empty queue leaves its share to the others: on Redis 7 fewer pops than messages."""
+    publish(connection, QUEUES[0], 6)
+    seen = []
+    channel = consume(connection, lambda body, message: seen.append(body))
+    before = pop_calls(redis_db)
+    assert channel.take(4) == 4
+    assert [body["n"] for body in seen] == [0, 1, 2, 3] and redis_db.llen("vc-a") == 2
+    assert redis_db.hlen("unacked") == 4 and redis_db.scard(KEYS.owned(channel.heartbeat.identity)) == 4
+    if pops == "LMPOP":  # a share of 2 from each queue, the empty one's next round: 3 at most
+        assert pop_calls(redis_db) - before <= 3
+
+
+def test_the_higher_priority_list_is_taken_first(connection, redis_db, pops):
+    queue = QUEUES[0]
+    with connection.Producer() as producer:
+        for n, priority in ((0, 9), (1, 0), (2, 9)):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key=queue.routing_key, declare=[queue],
+                             priority=priority)
+    seen = []
+    channel = consume(connection, lambda body, message: seen.append(body["n"]))
+    assert channel.take(3) == 3
+    first = channel._q_for_pri(queue.name, 0)
+    assert seen == ([1, 0, 2] if first == queue.name else [0, 2, 1])
 
 
 def test_a_worker_dying_right_after_the_take_loses_nothing(connection, redis_db):

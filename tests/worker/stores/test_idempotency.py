@@ -198,11 +198,15 @@ def test_a_holder_whose_heartbeat_redis_lost_is_given_one_by_its_next_lease(redi
     assert store(redis_db, heartbeat=other).begin(RID, 300).state == "busy"
 
 
-def test_a_finished_request_names_no_holder(redis_db, heartbeats):
-    requests = store(redis_db, heartbeat=heartbeats[0])
+def test_a_finished_request_stays_done_after_its_holder_dies(redis_db, heartbeats):
+    """The finish leaves the last attempt's lease in the record: nothing reads it past 'inflight'."""
+    holder, other = heartbeats
+    requests = store(redis_db, heartbeat=holder)
     requests.begin(RID, 300)
     requests.finish(RID, {"status": "submitted"})
-    assert redis_db.hget(record_key(RID), "holder") is None
+    redis_db.delete(holder.key)
+    attempt = store(redis_db, heartbeat=other).begin(RID, 300)
+    assert attempt.state == "done" and attempt.result == {"status": "submitted"}
 
 
 # -- reserve: a new request accepted at the door --------------------------------------------
