@@ -139,6 +139,7 @@ class IhuyiClient:
         else:
             form["password"] = self._apikey
         body, date = self._post(method, form, started + budget, budget)
+        received_at = time.time()
         reply = parse_reply(body, self.reply_format)
         code = int(reply["code"])
         msg = scrub(str(reply["msg"]), self._apikey, form["password"], *fields.values())
@@ -149,7 +150,7 @@ class IhuyiClient:
         message = f"ihuyi {method} refused: code {code} ({info.meaning})"
         if info.outcome is Outcome.TRANSIENT:
             raise TransientError(message, code, msg, sent=code != SUBMIT_FAILED)
-        raise PermanentError(message, code, msg, info.scope, date=date)
+        raise PermanentError(message, code, msg, info.scope, date=date, received_at=received_at)
 
     def _post(self, method: str, form: dict[str, str], deadline: float, budget: float) -> tuple[bytes, str | None]:
         """The reply body and Date header of one POST that ends by ``deadline`` (monotonic), else TransientError."""

@@ -41,13 +41,16 @@ class PermanentError(IhuyiError):
     """ihuyi refused the call; trying again will not help. ``scope`` says who it is about.
 
     ``date`` is the reply's HTTP ``Date`` header (None without one): ihuyi's clock when it
-    refused, which tells a skewed clock from a wrong APIKEY after a 405.
+    refused, which tells a skewed clock from a wrong APIKEY after a 405; ``received_at`` this
+    host's clock (Unix seconds) when the reply was read, to compare it with.
     """
 
-    def __init__(self, message: str, code: int, msg: str, scope: Scope, *, date: str | None = None) -> None:
+    def __init__(self, message: str, code: int, msg: str, scope: Scope, *, date: str | None = None,
+                 received_at: float | None = None) -> None:
         super().__init__(message, code, msg)
         self.scope = scope
         self.date = date
+        self.received_at = received_at
 
     @property
     def server_time(self) -> float | None:

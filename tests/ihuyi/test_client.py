@@ -321,9 +321,11 @@ def dated(body: bytes, date: str) -> Behaviour:
 def test_a_refusal_carries_ihuyis_date(server: Server, make_client: Callable[..., IhuyiClient],
                                        date: str, server_time: float | None) -> None:
     server.behaviour = dated(DOC_SUBMIT_405, date)
+    asked = time.time()
     with pytest.raises(PermanentError) as caught:
         make_client().submit(MOBILE, CONTENT)
     assert (caught.value.date, caught.value.server_time) == (date, server_time)
+    assert asked <= caught.value.received_at <= time.time()  # this host's clock when the reply was read
 
 
 def test_a_refusal_without_a_date_has_no_server_time(server: Server, make_client: Callable[..., IhuyiClient]) -> None:

@@ -92,11 +92,11 @@ class Submitter:
         if exc.code != WRONG_CREDENTIALS or self.settings.password_mode != "dynamic":
             return None
         seconds, micros = self.stores.redis.time()
-        now = time.time()
-        redis_skew = now - (seconds + micros / 1e6)
+        redis_skew = time.time() - (seconds + micros / 1e6)
         ihuyi = exc.server_time
-        # A Date is a whole second, cut down: ihuyi's clock read half a second later, on average.
-        skew = redis_skew if ihuyi is None else now - (ihuyi + 0.5)
+        # A Date is a whole second, cut down: ihuyi's clock read half a second later, on average;
+        # compared with this host's clock when the reply was read, not after a Redis round trip.
+        skew = redis_skew if ihuyi is None or exc.received_at is None else exc.received_at - (ihuyi + 0.5)
         if abs(skew) <= MAX_CLOCK_SKEW_SECONDS:
             return None
         against = "the state Redis's clock (ihuyi sent no Date)" if ihuyi is None else "ihuyi's clock"
