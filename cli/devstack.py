@@ -24,10 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
 from config import Settings
 from config.settings import ProducerSettings
 from ihuyi.sandbox import Sandbox
@@ -35,58 +31,12 @@ from worker.stores import embedded
 from worker.stores.connection import connect_state, resolve_urls
 from worker.stores.registry import WorkerRegistry
 
-#: How long a stopping embedded Redis, or a starting worker, may take.
-STOP_SECONDS = 10.0
+#: How long a starting worker may take.
 WORKER_START_SECONDS = 60.0
 
 
 class StackError(Exception):
     """A part of the stack could not be had; the message says which and why."""
-
-
-def _client(state_dir: Path) -> redis.Redis:
-    # No retries: a Redis that shut down is not asked again and again (redis-py's default takes seconds).
-    return redis.Redis(unix_socket_path=str(embedded.socket_path(state_dir)), socket_timeout=1,
-                       retry=Retry(NoBackoff(), 0))
-
-
-def _answers(state_dir: Path) -> bool:
-    try:
-        return bool(_client(state_dir).ping())
-    except (redis.RedisError, OSError):
-        return False
-
-
-def _alive(pid: int) -> bool:
-    """True while process ``pid`` runs: a zombie (an exited daemon init has not reaped yet) does not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def stop_embedded(state_dir: Path) -> None:
-    """Shut the embedded Redis down (its append-only file written) and wait until its process is gone.
-
-    As ``embedded.stop``, without the retries after the connection closes, and then waiting.
-    """
-    try:
-        pid = int((state_dir / "redis.pid").read_text().strip())
-    except (OSError, ValueError):
-        pid = None
-    try:
-        _client(state_dir).shutdown(save=False)
-    except (redis.ConnectionError, OSError):
-        pass
-    deadline = time.monotonic() + STOP_SECONDS
-    while (pid is not None and _alive(pid) or _answers(state_dir)) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 @contextmanager
@@ -95,7 +45,7 @@ def embedded_redis(settings: ProducerSettings | Settings, *, stop_if_found: bool
 
     Stopped at the end if it was started here, or ``stop_if_found``.
     """
-    found = _answers(settings.state_dir)
+    found = embedded.is_running(settings.state_dir)
     urls = resolve_urls(settings)  # starts it when the settings use it
     sock = embedded.socket_path(settings.state_dir)
     if urls.state != f"unix://{sock}":
@@ -105,7 +55,7 @@ def embedded_redis(settings: ProducerSettings | Settings, *, stop_if_found: bool
         yield sock
     finally:
         if stop_if_found or not found:
-            stop_embedded(settings.state_dir)
+            embedded.stop(settings.state_dir)
 
 
 def with_embedded_redis(settings: ProducerSettings, command: Sequence[str]) -> int:

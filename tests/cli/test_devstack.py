@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli.devstack import _alive, is_loopback_http
+from cli.devstack import is_loopback_http
 from tests.support import ROOT, wait_for
+from worker.stores.embedded import process_alive
 
 # Counts its runs in the embedded Redis: what a second `make run` finds of the first.
 COUNT = ("import os, redis; "
@@ -36,10 +37,10 @@ def test_the_redis_is_up_for_the_command_gone_after_it_and_its_data_kept(short_t
     assert out[1] == "runs: 1"
     assert out[-1] == f"stopping the embedded Redis (its data stays in {state})"
     pid = int(out[2])
-    assert not _alive(pid) and not (state / "redis.sock").exists()
+    assert not process_alive(pid) and not (state / "redis.sock").exists()
     second = with_redis(state, sys.executable, "-c", COMMAND_WITH_PID)
     assert second.stdout.splitlines()[1] == "runs: 2"  # read back from the append-only file
-    assert not _alive(int(second.stdout.splitlines()[2]))
+    assert not process_alive(int(second.stdout.splitlines()[2]))
 
 
 def test_the_command_s_exit_status_is_the_wrappers_and_a_server_is_left_alone(short_tmp):
@@ -79,7 +80,7 @@ def test_ctrl_c_stops_honcho_s_processes_then_the_redis(short_tmp):
     assert "counter.1 stopped" in text and "sleeper.1 stopped" in text
     assert text.rstrip().endswith(f"stopping the embedded Redis (its data stays in {state})")
     assert text.index("sleeper.1 stopped") < text.index("stopping the embedded Redis")
-    wait_for(lambda: not _alive(pid), 5, what="the Redis process to end")
+    wait_for(lambda: not process_alive(pid), 5, what="the Redis process to end")
     leftover = subprocess.run(["pgrep", "-f", str(short_tmp)], capture_output=True, text=True).stdout
     assert leftover == ""
 
