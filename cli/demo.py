@@ -151,11 +151,13 @@ class Demo:
         # On a terminal one line counting up; into a pipe or a file a line each time the count moves.
         start, end = ("\r", "") if sys.stdout.isatty() else ("", "\n")
         while True:
-            done = sum(row.done for row in self.rows)
+            # Read once per turn: a result arriving between the count and the check is shown before the end.
+            states = [row.done for row in self.rows]
+            done = sum(states)
             if done != self.shown:
                 print(f"{start}{done}/{self.total} done", end=end, flush=True)
                 self.shown = done
-            if all(scenario.done for scenario, _ in step) or time.monotonic() > self.deadline:
+            if all(states[-len(step):]) or time.monotonic() > self.deadline:
                 return
             time.sleep(0.1)
 

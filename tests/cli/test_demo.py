@@ -8,10 +8,12 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from cli.demo import Demo, Scenario
 from tests.servers import free_port
 from tests.stacks import redis_stack
 from tests.support import ROOT, base_env
@@ -107,3 +109,24 @@ def test_demo_alone_refuses_a_port_something_else_holds(short_tmp):
     assert done.stderr.startswith("voicecode: the demo runs against the sandbox only, and http://127.0.0.1:")
     assert done.stderr.endswith("is not one, and none can be started there (Address already in use)\n")
     assert not (short_tmp / "state" / "redis.sock").exists()  # the embedded Redis it started is stopped
+
+
+class ReadyOnSecondLook:
+    """A task's result as the demo polls it: not ready the first time it is asked, ready after."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def ready(self) -> bool:
+        self.asked += 1
+        return self.asked > 1
+
+    def get(self, propagate: bool = True) -> dict:
+        return {"status": "submitted"}
+
+
+def test_the_progress_shows_the_last_count_before_the_table(capsys):
+    """A result that arrives between the count and the check for the end is counted before the end."""
+    demo = Demo(total=1, deadline=time.monotonic() + 10)
+    demo.run([(Scenario("one", "submitted"), ReadyOnSecondLook)])
+    assert capsys.readouterr().out.splitlines() == ["0/1 done", "1/1 done"]
