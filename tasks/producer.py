@@ -46,7 +46,6 @@ from worker.sending.masking import mask_digit_runs
 from worker.sending.request import VoiceCodeRequest, validate, validate_requester
 from worker.stores import Stores
 from worker.stores.connection import Urls, connect_state, resolve_urls
-from worker.stores.guards import Door
 from worker.stores.idempotency import IdempotencyStore, task_id_for
 from worker.stores.registry import Limits, WorkerRegistry
 from worker.stores.throttle import MobileThrottle, window_args
@@ -200,7 +199,7 @@ class Producer:
         reservation = self._requests.reserve(
             req.request_id, ticket.task_id, asked, (req.mobile, req.code, req.account),
             throttle=(log_key, block_key, self._throttle.member(req.request_id)), windows=window_args(limits.windows),
-            door=self._door(ticket))
+            door=ticket.limits.door(ticket.requester, req.account, req.mobile))
         if reservation.status == "throttled":
             raise Throttled(reservation.retry_after, reservation.limit)
         if reservation.status == "over_budget":
@@ -220,14 +219,7 @@ class Producer:
         req = ticket.req
         log_key, _ = self._throttle.keys(req.mobile)
         self._requests.withdraw(req.request_id, throttle=(log_key, self._throttle.member(req.request_id)),
-                                door=self._door(ticket))
-
-    @staticmethod
-    def _door(ticket: Ticket) -> Door:
-        """The ticket's limits at the door besides its number's throttle (worker/stores/guards.py)."""
-        req, limits = ticket.req, ticket.limits
-        return Door(ticket.requester, req.account, req.mobile, limits.requester_windows,
-                    limits.budgets.get(req.account, 0), limits.range_guard)
+                                door=ticket.limits.door(ticket.requester, req.account, req.mobile))
 
     def result(self, task_id: str) -> AsyncResult:
         return self.celery.AsyncResult(task_id)

@@ -55,6 +55,16 @@ class SendVoiceCode(MaskedTask):
             raise InvalidPayload("arguments", str(exc)) from None
         return default_producer().enqueue(**bound)
 
+    def retry(self, *args: Any, throw: bool = True, **kwargs: Any) -> Retry:
+        """``Task.retry``, without the ``RETRY`` state Celery would store once the retry is already
+        on its queue: on a loaded worker the retry can run and store its final result first, which
+        ``RETRY`` would then overwrite for good. Flower still sees the retry (its event)."""
+        retry = super().retry(*args, throw=False, **kwargs)
+        self.request.ignore_result = True  # after the publish, which copies it; read when Celery handles the Retry
+        if throw:
+            raise retry
+        return retry
+
 
 @app.task(name=TASK_NAME, bind=True, base=SendVoiceCode, typing=False, max_retries=None)
 def send_voice_code(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -86,16 +96,7 @@ def _run(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         countdown = STATE_STORE.delay(self.request.retries + 1)
         log.warning("state store unreachable (%s); task %s retried in %.1f s", type(exc).__name__,
                     self.request.id, countdown)
-        raise _retry(self, countdown) from None
-
-
-def _retry(self: Task, countdown: float) -> Retry:
-    """``Task.retry``, without the ``RETRY`` state Celery would store once the retry is already
-    on its queue: on a loaded worker the retry can run and store its final result first, which
-    ``RETRY`` would then overwrite for good. Flower still sees the retry (its event)."""
-    retry = self.retry(countdown=countdown, exc=None, throw=False)
-    self.request.ignore_result = True  # after the publish, which copies it; read when Celery handles the Retry
-    return retry
+        raise self.retry(countdown=countdown, exc=None) from None
 
 
 def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +127,7 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(outcome, (Done, RetryIn)) and outcome.refusal is not None:
         self.app.alerts.for_refusal(outcome.refusal)
     if isinstance(outcome, RetryIn):
-        raise _retry(self, outcome.seconds)
+        raise self.retry(countdown=outcome.seconds, exc=None)
     if isinstance(outcome, Park):
         message = send_options(req, self.request.id, getattr(self.request, "enqueued_at", None))
         self.app.stores.parking.park(outcome.seconds, {

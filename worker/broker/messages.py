@@ -27,7 +27,6 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from config.redis_urls import is_redis_broker, is_sentinel
-
 from worker.sending.masking import masked_call
 from worker.sending.request import VoiceCodeRequest
 

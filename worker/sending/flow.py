@@ -30,9 +30,9 @@ from worker.sending.submit import Submitter
 from worker.sending.timing import HAND_BACK_DELAY, HAND_BACK_SECONDS, MAX_HOLD_SECONDS, PARKED_LATE_SECONDS
 from worker.stores import Stores
 from worker.stores.gate import Policy
-from worker.stores.guards import Door
 from worker.stores.idempotency import TaskResult
 from worker.stores.metrics import MetricsStore
+from worker.stores.registry import Limits
 
 __all__ = ["Done", "Park", "Refusal", "RetryIn", "Sender", "client_for", "make_result", "outcome_of"]
 
@@ -55,6 +55,7 @@ class Sender:
     def __init__(self, settings: Settings, stores: Stores) -> None:
         self.settings = settings
         self.stores = stores
+        self.limits = Limits.of(settings)
         self.metrics = MetricsStore(stores.redis, accounts=settings.accounts)
         self.clients = {name: client_for(settings, account) for name, account in settings.accounts.items()}
         self.policy = Policy(host=settings.host, probe_every=settings.account_probe_seconds,
@@ -74,9 +75,7 @@ class Sender:
         ``requester``: who asks, named by a request sent by task name; it meets the door's
         limits (worker/stores/guards.py) on its first delivery, in the gate's round trip."""
         measures = Measures()
-        door = None if requester is None else Door(
-            requester, req.account, req.mobile, self.settings.requester_throttle,
-            self.settings.accounts[req.account].daily_budget or 0, self.settings.range_guard)
+        door = None if requester is None else self.limits.door(requester, req.account, req.mobile)
         outcome = self.decider.run(req, task_id, enqueued_at, self.policy, measures, door)
         if isinstance(outcome, Done) and outcome.store:
             return self.results.store(req, outcome, measures, task_result)

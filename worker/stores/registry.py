@@ -23,6 +23,7 @@ import redis
 
 from config.settings import RangeGuard, Settings, Window
 from worker.stores import scripts
+from worker.stores.guards import Door
 
 #: How long an account no worker announces any more is still accepted (and queued) by producers.
 KNOWN_SECONDS = 7 * 86400
@@ -47,6 +48,12 @@ class Limits:
         """The limits ``settings`` (a worker's) keep."""
         return cls(settings.mobile_throttle, settings.code_ttl, settings.requester_throttle, settings.range_guard,
                    {name: a.daily_budget for name, a in settings.accounts.items() if a.daily_budget})
+
+    def door(self, requester: str | None, account: str, mobile: str) -> Door:
+        """What a request from ``requester`` (None: nobody said) for ``account`` to ``mobile``
+        meets at the door besides its number's throttle (worker/stores/guards.py)."""
+        return Door(requester, account, mobile, self.requester_windows, self.budgets.get(account, 0),
+                    self.range_guard)
 
     def to_json(self) -> str:
         guard = self.range_guard

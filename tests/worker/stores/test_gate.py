@@ -103,11 +103,8 @@ def test_a_request_by_name_past_its_accounts_budget_is_refused(parts, redis_db):
 def test_a_request_reserved_at_the_door_is_not_counted_again_by_name(parts):
     parts.requests.reserve("r-1", "t-r-1", (MOBILE, "4821", "fast"), (MOBILE, "4821", "fast"), windows=[],
                            throttle=(*parts.throttle.keys(MOBILE), parts.throttle.member("r-1")),
-                           door=by_name())
-    parts.requests.reserve("r-2", "t-r-2", (OTHER_MOBILE, "4821", "fast"), (OTHER_MOBILE, "4821", "fast"),
-                           windows=[], throttle=(*parts.throttle.keys(OTHER_MOBILE), parts.throttle.member("r-2")),
-                           door=by_name(mobile=OTHER_MOBILE))  # the requester's two requests
-    assert parts.enter("r-1", account="fast", door=by_name()).verdict == "go"
+                           door=by_name(budget=1))  # the account's one request today
+    assert parts.enter("r-1", account="fast", door=by_name(budget=1)).verdict == "go"
 
 
 # -- the number and the rate limit -------------------------------------------------------------
