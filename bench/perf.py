@@ -415,6 +415,11 @@ def _redis_cpu(client: redis.Redis) -> float:
     return cpu["used_cpu_user"] + cpu["used_cpu_sys"]
 
 
+def _redis_memory(client: redis.Redis) -> int:
+    """The server's memory in use, in bytes (``INFO memory``)."""
+    return client.info("memory")["used_memory"]
+
+
 def _commandstats(client: redis.Redis) -> dict[str, int]:
     return {k: v["calls"] for k, v in client.info("commandstats").items()}
 
@@ -435,11 +440,13 @@ def cost(report: Report, broker: str) -> None:
         time.sleep(1.0)
         env_.server().config_resetstat()
         probe0, cpu0, redis0 = _probe_totals(probe_dir), proc.cpu_seconds(), _redis_cpu(env_.server())
+        memory0 = _redis_memory(env_.server())
         enqueue_ours(app, fresh_mobiles(tasks))
         wait_until(lambda: env_.results_count() >= len(warm) + tasks, tasks / 20 + 60, 0.05)
         time.sleep(0.5)  # let the probe files catch up
         probe1, cpu1, redis1 = _probe_totals(probe_dir), proc.cpu_seconds(), _redis_cpu(env_.server())
         stats = _commandstats(env_.server())
+        memory1 = _redis_memory(env_.server())
         done = env_.results_count() - len(warm)
         submitted = len([c for c in sandbox.calls("Submit") if c["reply"] == 2]) - len(warm)
         per = max(submitted, 1)
@@ -452,6 +459,8 @@ def cost(report: Report, broker: str) -> None:
         report.add(name, "worker CPU ms/task", (cpu1 - cpu0) * 1000 / per)
         report.add(name, "Redis CPU µs/task (every role on one Redis; bench/roles.py splits it)",
                    (redis1 - redis0) * 1e6 / per)
+        report.add(name, "Redis memory bytes/task held after it (its record and results, kept a day)",
+                   (memory1 - memory0) / per)
         report.add(name, "submitted", f"{submitted} of {tasks} (results {done})", str(tasks), submitted == tasks)
 
 

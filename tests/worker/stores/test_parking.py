@@ -65,24 +65,19 @@ def test_two_movers_publish_every_message_exactly_once(lot):
 
     def publish(message: dict) -> None:
         with lock:
-            published.append((message["n"], message["due"], time.time()))
+            published.append(message["n"])
 
     movers = [Mover(lot, publish).start() for _ in range(2)]
     try:
-        started = time.time()
         for n in range(count):
-            delay = (n % 1000) / 1000
-            lot.park(delay, {"n": n, "due": time.time() + delay})
-        parked = time.time() - started
+            lot.park((n % 1000) / 1000, {"n": n})
         wait_for(lambda: len(published) >= count, timeout=15, what="every parked message published")
         time.sleep(0.2)  # a duplicate would show up by now
     finally:
         for mover in movers:
             mover.stop()
-    assert collections.Counter(n for n, _, _ in published) == collections.Counter(range(count))
+    assert collections.Counter(published) == collections.Counter(range(count))
     assert lot.size() == 0
-    lateness = sorted(at - due for _, due, at in published)
-    assert lateness[int(0.99 * count)] < 0.25, (parked, lateness[int(0.99 * count)], lateness[-1])
 
 
 def test_an_idle_mover_polls_seldom_and_moves_a_park_of_its_process_at_once(lot):
