@@ -50,6 +50,8 @@ def report_outcome(result: dict[str, Any]) -> None:
 
 
 def _report(result: dict[str, Any]) -> None:
+    if not sentry_sdk.get_client().is_active():
+        return  # no SENTRY_DSN: building the log line costs a copy of the scopes, for nothing
     tags = tags_of(result)
     sentry_sdk.set_tags(tags)  # the task's own scope: its transaction and any event it raises
     capture = getattr(sentry_sdk.logger, _SEVERITY.get(tags["outcome"], "info"))

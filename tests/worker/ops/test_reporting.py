@@ -11,12 +11,14 @@ import time
 import uuid
 
 import pytest
+import sentry_sdk
+from sentry_sdk import logger as sentry_logger
 
 from tests.sentry_receiver import SentryReceiver
 from tests.stacks import redis_stack, start, stop
 from tests.support import ACCOUNTS, SECRETS, SPARE_APIID, unique_mobile, wait_for
 from worker.stores.accounts import AccountStates
-from worker.ops.reporting import tags_of
+from worker.ops.reporting import report_outcome, tags_of
 
 CODE = "730519"
 RESULT_TIMEOUT = 30
@@ -63,6 +65,15 @@ def clean(stack, fresh_sandbox):
 ])
 def test_tags_of_a_result(result, tags):
     assert tags_of(result) == tags
+
+
+def test_without_a_sentry_client_an_outcome_builds_nothing(monkeypatch):
+    built = []
+    monkeypatch.setattr(sentry_logger, "info", lambda *args, **kwargs: built.append(args))
+    monkeypatch.setattr(sentry_sdk, "set_tags", lambda tags: built.append(tags))
+    assert not sentry_sdk.get_client().is_active()
+    report_outcome({"status": "submitted", "account": "default", "code": 2})
+    assert built == []
 
 
 def send(stack, mobile: str, account: str = "default", request_id: str | None = None, *, foreign: bool = False):
