@@ -10,9 +10,13 @@ with backoff (worker/sending/retry.py) while attempts and the code's deadline al
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from urllib.parse import urlsplit
 
+import sentry_sdk
+from sentry_sdk.consts import OP
 
 from config import Settings
 from ihuyi import IhuyiClient, PermanentError, Scope, SubmitReply, TransientError
@@ -28,6 +32,20 @@ from worker.stores.accounts import Pause
 MAX_CLOCK_SKEW_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
+
+
+def _traced_submit(api_url: str, account: str) -> contextlib.AbstractContextManager[object]:
+    """An ``http.client`` span of the Submit inside the run's Sentry transaction, when the run
+    is a sampled one (worker/ops/sentry.py); else nothing. Only the URL's scheme, address and
+    path are named: the form, with the number and the code, never is."""
+    if sentry_sdk.get_current_span() is None:
+        return contextlib.nullcontext()
+    parts = urlsplit(api_url)
+    address = parts.netloc.rpartition("@")[2]  # without a user and password, should the URL hold them
+    span = sentry_sdk.start_span(op=OP.HTTP_CLIENT, name=f"POST {parts.scheme}://{address}{parts.path}")
+    span.set_data("ihuyi.method", "Submit")
+    span.set_data("ihuyi.account", account)
+    return span
 
 
 class Submitter:
@@ -57,9 +75,11 @@ class Submitter:
 
     def _timed_submit(self, d: Delivery, account: str, timeout: float) -> SubmitReply:
         """The Submit call, its duration measured whatever it ends in."""
+        client = self.clients[account]
         started = time.monotonic()
         try:
-            return self.clients[account].submit(d.req.mobile, d.req.code, timeout=timeout)
+            with _traced_submit(client.api_url, account):
+                return client.submit(d.req.mobile, d.req.code, timeout=timeout)
         finally:
             d.measures.submits.append((account, time.monotonic() - started))
 

@@ -137,6 +137,11 @@ def test_every_outcome_arrives_tagged(stack, receiver, clean):
     for name, (outcome, account, code) in expected.items():
         tags = tagged[ids[name]]
         assert (tags["outcome"], tags["account"], tags["ihuyi_code"]) == (outcome, account, code), name
+    # Every run is sampled here: the Submit is the transaction's one HTTP span, named without its query.
+    [submitted] = [t for t in receiver.transactions() if t["tags"].get("celery_task_id") == ids["submitted"]]
+    spans = [(s["description"], s["data"]["ihuyi.method"], s["data"]["ihuyi.account"])
+             for s in submitted["spans"] if s["op"] == "http.client"]
+    assert spans == [(f"POST {stack.env['IHUYI_API_URL'].split('?')[0]}", "Submit", "default")], spans
 
     for kind, account, code in (("unknown_code", "default", "9999"), ("account_frozen", "backup", "4050"),
                                 ("credentials_refused", "slow", "405")):
