@@ -157,7 +157,7 @@ class Demo:
             if done != self.shown:
                 print(f"{start}{done}/{self.total} done", end=end, flush=True)
                 self.shown = done
-            if all(states[-len(step):]) or time.monotonic() > self.deadline:
+            if done == len(states) or time.monotonic() > self.deadline:  # earlier steps ended done, or at the deadline
                 return
             time.sleep(0.1)
 
