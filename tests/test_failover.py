@@ -169,7 +169,7 @@ def failover_run(stack: Stack, box: Sandbox, name: str, fail: Callable[[], None]
     """200 sends at 20/s through the producer API from two workers' start, ``fail()`` called
     after the 80th returned: every send whose enqueue returned reaches ihuyi, no more are sent
     twice than were in flight at the failure, sends resume within 15 s, no worker exits, no
-    dead letter. The numbers are recorded under ``name``."""
+    dead letter, at most one state-store alert per worker. The numbers are recorded under ``name``."""
     workers = [stack.start_worker(concurrency=16), stack.start_worker(concurrency=16)]
     pacer = Pacer(producer_for(stack), [unique_mobile("138") for _ in range(200)], 20)
     pacer.thread.start()
@@ -207,6 +207,7 @@ def failover_run(stack: Stack, box: Sandbox, name: str, fail: Callable[[], None]
     assert first_after is not None and first_after - killed_at <= 15, numbers
     assert all(w.process.poll() is None for w in workers), numbers
     assert numbers["dead_letters"] == 0, numbers
+    assert numbers["state_store_alerts"] <= len(workers), numbers  # alerted at most once per process
     return numbers
 
 
