@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ import kombu
 import redis
 from celery import Celery
 
+from bench import sentry_cpu
 from bench.harness import Report, percentile, rss_mb, wait_until
 from config.settings import load_settings
 from ihuyi.sandbox import Sandbox
@@ -329,6 +331,13 @@ def throughput(report: Report, broker: str) -> None:
         report.add(name, "ours / naive", r_naive, ">= 20", r_naive >= 20)
 
 
+#: Rounds of bench/sentry_cpu.py's measurement, off and on, per Sentry scenario.
+SENTRY_CPU_ROUNDS = 3
+#: The Sentry ratio a worker bound by its CPU would show: its CPU per send without Sentry against
+#: that plus what bench/sentry_cpu.py measures Sentry adding.
+SENTRY_CPU_BOUND = "with Sentry / without, from CPU per send (worker without + Sentry's added in one process)"
+
+
 def sentry(report: Report, broker: str, rounds: int = 3) -> None:
     """Throughput with ``SENTRY_DSN`` set (a local receiver that answers) against without; best of ``rounds``."""
     tasks = min(n_tasks(), 2000)
@@ -343,11 +352,28 @@ def sentry(report: Report, broker: str, rounds: int = 3) -> None:
                 if done == tasks and rate > best.get(label, (0.0, 0.0))[0]:
                     best[label] = (rate, cpu)
         assert receiver.bodies, "the Sentry receiver got nothing"
+        sampled, added = _sentry_cpu(receiver.dsn)
     for label in ("without", "with"):
         rate, cpu = best.get(label, (float("nan"), float("nan")))
         report.add(name, f"{label} SENTRY_DSN: tasks/s; worker CPU ms/task", f"{rate:.1f}; {cpu:.2f}")
     ratio = best["with"][0] / best["without"][0] if len(best) == 2 else float("nan")
     report.add(name, "with Sentry / without", ratio, ">= 0.9", ratio >= 0.9)
+    report.add(name, f"Sentry's CPU µs per send, one process, traces at {sampled} (median of {SENTRY_CPU_ROUNDS})", added)
+    send_ms = best.get("without", (0.0, float("nan")))[1]
+    estimate = send_ms / (send_ms + added / 1000)
+    report.add(name, SENTRY_CPU_BOUND, estimate)
+
+
+def _sentry_cpu(receiver_dsn: str) -> tuple[float, float]:
+    """The default traces sample rate, and the median CPU µs Sentry adds to a send in one process
+    (bench/sentry_cpu.py), off and on alternating: the figure behind the ratio above, which moves
+    with the rest of the host where this does not."""
+    added, rate = [], 0.0
+    for _ in range(SENTRY_CPU_ROUNDS):
+        on = sentry_cpu.measure(receiver_dsn)
+        added.append(on["process_us"] - sentry_cpu.measure("")["process_us"])
+        rate = on["traces_sample_rate"]
+    return rate, statistics.median(added)
 
 
 def latency(report: Report, broker: str, tasks: int = 500, rate: float = 50.0) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -54,7 +55,7 @@ class SentryReceiver:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._bodies: list[bytes] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.receiver = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -106,6 +107,13 @@ class SentryReceiver:
     def alerts(self) -> Iterator[dict[str, Any]]:
         """The alert events (fingerprinted ``["voicecode", kind, account]``)."""
         return (e for e in self.events() if e.get("fingerprint", [None])[0] == "voicecode")
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A sender that goes away mid-request (a worker stopped) is no error here; anything else is printed."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from bench import goals
 from bench.__main__ import RECORDED
 from bench.harness import Report, Row
+from bench.perf import SENTRY_CPU_BOUND
 
 ROUND_TRIPS = ("cost/redis", "worker Redis round trips/task")
 SENTRY = ("sentry/redis", "with Sentry / without")
@@ -30,3 +31,8 @@ def test_the_recorded_run_measured_every_goal():
     missing = [line_of(table, goal.metric)[0] for goal in goals.GOALS
                if "-" in line_of(table, goal.metric)[2].replace(";", " ").split()]
     assert missing == []
+
+
+def test_the_sentry_ratio_shows_the_one_from_cpu_per_send_beside_it():
+    table = goals.table([Row(*SENTRY, 0.82), Row("sentry/redis", SENTRY_CPU_BOUND, 0.91)], [Row(*SENTRY, 0.86)])
+    assert line_of(table, "throughput with SENTRY_DSN")[2:4] == ["0.86", "0.82 (from CPU: 0.91)"]

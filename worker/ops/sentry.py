@@ -58,6 +58,9 @@ ARGUMENT_KEYS = frozenset({"args", "kwargs", "argsrepr", "kwargsrepr"})
 
 # An 11-digit mainland mobile, optionally after +86/86, not inside a longer run of digits.
 _MOBILE = re.compile(r"(?<!\d)(?:\+?86[ -]?)?(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+# The 11 digits every such number is: a search for them alone is ten times faster than for the
+# pattern above (which no literal starts), and nearly every string has none.
+_MOBILE_DIGITS = re.compile(r"1[3-9]\d{9}")
 # Trace, span, event and task ids: hex noise in which a run of digits is no phone number.
 _ID = re.compile(r"[0-9a-f]{16}|[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -78,7 +81,7 @@ class Scrubber:
             if secret in value:
                 value = value.replace(secret, FILTERED)
         # Searched before it is replaced: few strings hold a number, and an id may look like one.
-        if len(value) < 11 or _MOBILE.search(value) is None or _ID.fullmatch(value):
+        if len(value) < 11 or _MOBILE_DIGITS.search(value) is None or _ID.fullmatch(value):
             return value
         return _MOBILE.sub(r"\1****\2", value)
 

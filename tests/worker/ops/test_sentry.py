@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from config import load_settings
 from tests.sentry_receiver import PROJECT, PUBLIC_KEY, SentryReceiver
 from tests.stacks import redis_stack
 from tests.support import ACCOUNTS, APIKEY, ROOT, SECRETS, unique_mobile, wait_for
-from worker.ops.sentry import FILTERED, Scrubber, balance_monitor_config, init_sentry
+from worker.ops.sentry import _ID, _MOBILE, FILTERED, Scrubber, balance_monitor_config, init_sentry
 
 MOBILE = "13800138000"
 CODE = "864209"
@@ -42,6 +43,20 @@ def test_scrubber_leaves_ids_numbers_and_longer_digit_runs_alone(scrubber):
     for text in ("a13800138000b13800138000c9d8e7f6", "1713800138000", "e3b0c442-98fc-1c14-9afb-913800138000",
                  "60495654", "4051", "1712345678.918273"):
         assert scrubber.text(text) == text
+
+
+def test_scrubber_masks_every_number_its_pattern_finds(scrubber):
+    """The quick search for a number's digits never skips a string the full pattern would mask."""
+    rng = random.Random(7)
+
+    def piece() -> str:
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 14)))
+        mobile = f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+        return rng.choice([digits, mobile, "86" + mobile, "+86" + mobile, "86 " + mobile, "+86-" + mobile, "ab"])
+
+    for _ in range(20000):
+        text = "".join(piece() + rng.choice(["", "", " ", ":", "x"]) for _ in range(rng.randint(1, 4)))
+        assert scrubber.text(text) == (text if _ID.fullmatch(text) else _MOBILE.sub(r"\1****\2", text))
 
 
 def test_scrubber_filters_an_apikey_that_looks_like_an_id():
