@@ -10,6 +10,7 @@ import gzip
 import json
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,9 +51,11 @@ def decode(body: bytes, encoding: str) -> bytes:
 
 
 class SentryReceiver:
-    """Serves ``POST /api/<project>/envelope/`` on 127.0.0.1 and answers 200 to each."""
+    """Serves ``POST /api/<project>/envelope/`` on 127.0.0.1 and answers 200 to each, after
+    ``reply_delay`` seconds (a Sentry far away)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply_delay: float = 0.0) -> None:
+        self.reply_delay = reply_delay
         self._lock = threading.Lock()
         self._bodies: list[bytes] = []
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -121,7 +124,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.receiver._add(decode(body, self.headers.get("Content-Encoding", "")))  # type: ignore[attr-defined]
+        receiver = self.server.receiver  # type: ignore[attr-defined]
+        receiver._add(decode(body, self.headers.get("Content-Encoding", "")))
+        time.sleep(receiver.reply_delay)
         reply = b"{}"
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

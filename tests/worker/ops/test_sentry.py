@@ -13,9 +13,10 @@ import pytest
 import sentry_sdk
 
 from config import load_settings
+from ihuyi.sandbox import Sandbox
 from tests.sentry_receiver import PROJECT, PUBLIC_KEY, SentryReceiver
 from tests.stacks import redis_stack
-from tests.support import ACCOUNTS, APIKEY, ROOT, SECRETS, unique_mobile, wait_for
+from tests.support import ACCOUNTS, APIKEY, ROOT, SANDBOX_ACCOUNTS, SECRETS, unique_mobile, wait_for
 from worker.ops.sentry import _ID, _MOBILE, FILTERED, Scrubber, balance_monitor_config, init_sentry
 
 MOBILE = "13800138000"
@@ -271,3 +272,19 @@ def test_a_hanging_sentry_does_not_hold_up_sending(sandbox):
             started = time.monotonic()
             worker.stop()
             assert time.monotonic() - started < 10  # the SDK waits at most shutdown_timeout (2 s) at exit
+
+
+@pytest.mark.e2e
+def test_a_busy_worker_loses_no_outcome_line_to_a_sentry_far_away():
+    """The SDK sends envelopes one at a time from one thread, and drops what overflows its queue:
+    a transaction per sampled run must leave room for the outcome lines' batches."""
+    sends = 3000
+    with Sandbox(SANDBOX_ACCOUNTS, initial_balance=10**8) as sandbox, SentryReceiver(reply_delay=0.1) as receiver, \
+            redis_stack(sandbox, SENTRY_DSN=receiver.dsn) as stack:
+        for _ in range(sends):  # queued first, so that the worker sends flat out
+            stack.send(unique_mobile("138"), "4821")
+        stack.start_worker(concurrency=32)
+        wait_for(lambda: len(sandbox.calls("Submit")) >= sends, 120, what="every Submit")
+        wait_for(lambda: sum(log["body"].startswith("voice code ") for log in receiver.logs()) >= sends, 30,
+                 what=f"{sends} outcome lines")
+        assert not [r for r in receiver.items("client_report") if r.get("discarded_events")]
