@@ -368,12 +368,8 @@ def _sentry_cpu(receiver_dsn: str) -> tuple[float, float]:
     """The default traces sample rate, and the median CPU µs Sentry adds to a send in one process
     (bench/sentry_cpu.py), off and on alternating: the figure behind the ratio above, which moves
     with the rest of the host where this does not."""
-    added, rate = [], 0.0
-    for _ in range(SENTRY_CPU_ROUNDS):
-        on = sentry_cpu.measure(receiver_dsn)
-        added.append(on["process_us"] - sentry_cpu.measure("")["process_us"])
-        rate = on["traces_sample_rate"]
-    return rate, statistics.median(added)
+    rounds = [(sentry_cpu.measure(receiver_dsn), sentry_cpu.measure("")) for _ in range(SENTRY_CPU_ROUNDS)]
+    return rounds[0][0]["traces_sample_rate"], statistics.median(on["process_us"] - off["process_us"] for on, off in rounds)
 
 
 def latency(report: Report, broker: str, tasks: int = 500, rate: float = 50.0) -> None:

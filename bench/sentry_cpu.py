@@ -1,14 +1,14 @@
 """What Sentry adds to a send's CPU, measured in one process: the figure behind the Sentry ratio.
 
 The throughput ratio with and without ``SENTRY_DSN`` moves with everything else on the host;
-this does not. ``python -m bench.sentry_cpu DSN RUNS`` starts Sentry as a worker process
-does with the default settings (``init_sentry``, or nothing with an empty DSN) and does a send's Sentry work ``RUNS``
-times: Celery's task signals around the run (worker/ops/sentry.py), the Submit's span, the
-outcome report (worker/ops/reporting.py) and Celery's two INFO lines per task. It prints the
-traces sample rate and the CPU per run in microseconds as JSON: the calling thread's, and the
-whole process's (the SDK's
-threads that serialise and send included). Run in a process of its own, so the bench process
-never has Sentry on; the receiver runs in the bench process and is not counted.
+this does not. ``python -m bench.sentry_cpu DSN RUNS`` starts Sentry as a worker process does
+with the default settings (``init_sentry``, or nothing with an empty DSN) and does a send's
+Sentry work ``RUNS`` times: Celery's task signals around the run (worker/ops/sentry.py), the
+Submit's span, the outcome report (worker/ops/reporting.py) and Celery's two INFO lines per
+task. It prints the traces sample rate and the CPU per run in microseconds as JSON: the calling
+thread's, and the whole process's (the SDK's threads that serialise and send included). Run in
+a process of its own, so the bench process never has Sentry on; the receiver runs in the bench
+process and is not counted.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ import time
 from celery import signals, states
 
 from config.settings import load_settings
-from tests.support import ROOT
+from tests.support import ACCOUNTS, ROOT
 from worker.ops.reporting import report_outcome
 from worker.ops.sentry import init_sentry
-from worker.sending.submit import _traced_submit
+from worker.sending.submit import traced_submit
 
 WARM = 200
 #: One send per millisecond at most: faster than one worker process sends, slow enough that the
@@ -34,7 +34,6 @@ WARM = 200
 PACE_SECONDS = 0.001
 _RESULT = {"status": "submitted", "mobile": "138****8000", "attempts": 1, "code": 2, "voiceid": "3716580201",
            "account": "default", "request_id": "login-7f3a"}
-_ACCOUNTS = json.dumps({"default": {"apiid": "C12345678", "apikey": "0123456789abcdef0123456789abcdef"}})
 
 
 class _Task:
@@ -45,7 +44,7 @@ def _one_send(i: int, celery_log: logging.Logger) -> None:
     task_id = f"bench-{i}"
     celery_log.info("Task %s[%s] received", _Task.name, task_id)
     signals.task_prerun.send(sender=_Task, task_id=task_id, task=_Task, args=(), kwargs={})
-    with _traced_submit("http://127.0.0.1:8099/webservice/voice.php?method=Submit", "default"):
+    with traced_submit("http://127.0.0.1:8099/webservice/voice.php?method=Submit", "default"):
         pass
     report_outcome(_RESULT)
     signals.task_postrun.send(sender=_Task, task_id=task_id, task=_Task, args=(), kwargs={}, retval=_RESULT,
@@ -56,7 +55,7 @@ def _one_send(i: int, celery_log: logging.Logger) -> None:
 def _measure(dsn: str, runs: int) -> dict[str, float]:
     import sentry_sdk
 
-    settings = load_settings({"SENTRY_DSN": dsn, "IHUYI_ACCOUNTS": _ACCOUNTS})
+    settings = load_settings({"SENTRY_DSN": dsn, "IHUYI_ACCOUNTS": json.dumps(ACCOUNTS)})
     on = init_sentry(settings, "worker")
     celery_log = logging.getLogger("celery.app.trace")
     celery_log.addHandler(logging.StreamHandler(open(os.devnull, "w")))

@@ -34,7 +34,7 @@ MAX_CLOCK_SKEW_SECONDS = 60.0
 log = logging.getLogger(__name__)
 
 
-def _traced_submit(api_url: str, account: str) -> contextlib.AbstractContextManager[object]:
+def traced_submit(api_url: str, account: str) -> contextlib.AbstractContextManager[object]:
     """An ``http.client`` span of the Submit inside the run's Sentry transaction, when the run
     is a sampled one (worker/ops/sentry.py); else nothing. Only the URL's scheme, address and
     path are named: the form, with the number and the code, never is."""
@@ -78,7 +78,7 @@ class Submitter:
         client = self.clients[account]
         started = time.monotonic()
         try:
-            with _traced_submit(client.api_url, account):
+            with traced_submit(client.api_url, account):
                 return client.submit(d.req.mobile, d.req.code, timeout=timeout)
         finally:
             d.measures.submits.append((account, time.monotonic() - started))
