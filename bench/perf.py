@@ -279,6 +279,16 @@ def drain(env_: Env, n: int, timeout: float) -> tuple[float, int]:
     return (count - first_n) / (now - first_t), count
 
 
+def warm_up(env_: Env, app: Celery, run: Run) -> int:
+    """Send through the running worker until every thread of its pool has sent, and so opened
+    its Redis connections (up to four round trips each), as on a worker that has been running;
+    returns how many results that left."""
+    warm = 4 * worker_pool(run.env)[1]
+    enqueue_ours(app, fresh_mobiles(warm))
+    wait_until(lambda: env_.results_count() >= warm, 60, 0.05)
+    return warm
+
+
 # -- scenarios -------------------------------------------------------------------------------
 
 def _ours_run(env_: Env, sandbox: Sandbox, run: Run, tasks: int, workers: int = 1,
@@ -379,9 +389,7 @@ def latency(report: Report, broker: str, tasks: int = 500, rate: float = 50.0) -
     with perf_stack(broker) as (env_, sandbox, run):
         run.start(procfile_worker())
         app = producer(env_)
-        warm = fresh_mobiles(20)
-        enqueue_ours(app, warm)
-        wait_until(lambda: len(sandbox.calls("Submit")) >= len(warm), 30, 0.05)
+        warm_up(env_, app, run)
         time.sleep(0.5)
         sandbox.reset()
         mobiles = fresh_mobiles(tasks)
@@ -439,21 +447,19 @@ def cost(report: Report, broker: str) -> None:
         proc = run.start(procfile_worker(), {"VCBENCH_PROBE_DIR": str(probe_dir),
                                              "PYTHONPATH": str(ROOT / "bench" / "probe")})
         app = producer(env_)
-        warm = fresh_mobiles(20)
-        enqueue_ours(app, warm)
-        wait_until(lambda: env_.results_count() >= len(warm), 30, 0.05)
+        warm = warm_up(env_, app, run)
         time.sleep(1.0)
         env_.server().config_resetstat()
         probe0, cpu0, redis0 = _probe_totals(probe_dir), proc.cpu_seconds(), _redis_cpu(env_.server())
         memory0 = _redis_memory(env_.server())
         enqueue_ours(app, fresh_mobiles(tasks))
-        wait_until(lambda: env_.results_count() >= len(warm) + tasks, tasks / 20 + 60, 0.05)
+        wait_until(lambda: env_.results_count() >= warm + tasks, tasks / 20 + 60, 0.05)
         time.sleep(0.5)  # let the probe files catch up
         probe1, cpu1, redis1 = _probe_totals(probe_dir), proc.cpu_seconds(), _redis_cpu(env_.server())
         stats = _commandstats(env_.server())
         memory1 = _redis_memory(env_.server())
-        done = env_.results_count() - len(warm)
-        submitted = len([c for c in sandbox.calls("Submit") if c["reply"] == 2]) - len(warm)
+        done = env_.results_count() - warm
+        submitted = len([c for c in sandbox.calls("Submit") if c["reply"] == 2]) - warm
         per = max(submitted, 1)
         top = sorted(stats.items(), key=lambda kv: -kv[1])[:6]
         report.add(name, "worker Redis round trips/task", (probe1["redis_round_trips"] - probe0["redis_round_trips"]) / per)
