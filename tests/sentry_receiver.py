@@ -107,6 +107,10 @@ class SentryReceiver:
         return [{**entry, "attributes": {k: v.get("value") for k, v in entry.get("attributes", {}).items()}}
                 for batch in self.items("log") for entry in batch.get("items", [])]
 
+    def outcome_logs(self) -> list[dict[str, Any]]:
+        """The outcome log lines, one per send's result (``voice code …``)."""
+        return [log for log in self.logs() if log["body"].startswith("voice code ")]
+
     def alerts(self) -> Iterator[dict[str, Any]]:
         """The alert events (fingerprinted ``["voicecode", kind, account]``)."""
         return (e for e in self.events() if e.get("fingerprint", [None])[0] == "voicecode")

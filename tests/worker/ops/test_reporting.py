@@ -86,10 +86,10 @@ def alerts(receiver, kind: str, account: str) -> list[dict]:
     return [e for e in receiver.alerts() if e["fingerprint"] == ["voicecode", kind, account]]
 
 
-def outcome_logs(receiver) -> set[tuple]:
+def outcome_tags(receiver) -> set[tuple]:
     """(request_id, outcome, account, ihuyi_code, attempts) of every outcome log line."""
     return {tuple(log["attributes"].get(k) for k in ("request_id", "outcome", "account", "ihuyi_code", "attempts"))
-            for log in receiver.logs() if log["body"].startswith("voice code ")}
+            for log in receiver.outcome_logs()}
 
 
 def test_every_outcome_arrives_tagged(stack, receiver, clean):
@@ -128,9 +128,9 @@ def test_every_outcome_arrives_tagged(stack, receiver, clean):
 
     wanted = {(results[name]["request_id"], *tags, results[name]["attempts"]) for name, tags in expected.items()}
     try:
-        wait_for(lambda: wanted <= outcome_logs(receiver), SENTRY_TIMEOUT, 0.2, "an outcome log per result")
+        wait_for(lambda: wanted <= outcome_tags(receiver), SENTRY_TIMEOUT, 0.2, "an outcome log per result")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; missing {wanted - outcome_logs(receiver)}") from None
+        raise AssertionError(f"{exc}; missing {wanted - outcome_tags(receiver)}") from None
     assert results["retried then submitted"]["attempts"] == 3
     tagged = {t["tags"]["celery_task_id"]: t["tags"] for t in receiver.transactions()
               if t["transaction"] == "send_voice_code" and "outcome" in t["tags"]}
@@ -161,7 +161,7 @@ def test_a_backlog_of_4051_raises_one_low_balance_alert(stack, receiver, sandbox
     assert {r["reason"] for r in results} <= {"permanent", "account_paused"}
     assert all(any(r.id in worker.text() for r in pending) for worker in stack.workers)  # both took some: pool-wide
     ids = {r["request_id"] for r in results}
-    wait_for(lambda: ids <= {log[0] for log in outcome_logs(receiver)}, SENTRY_TIMEOUT, 0.2, "50 outcome logs")
+    wait_for(lambda: ids <= {log[0] for log in outcome_tags(receiver)}, SENTRY_TIMEOUT, 0.2, "50 outcome logs")
 
     [alert] = alerts(receiver, "low_balance", "spare")
     assert alert["level"] == "error"
