@@ -17,7 +17,7 @@ from celery.exceptions import Ignore, Retry
 
 from tasks.producer import default_producer
 from worker.app import app
-from worker.broker.messages import TASK_NAME, send_options
+from worker.broker.messages import TASK_NAME, due_queue_for, send_options
 from worker.broker.transport import acked_by_finish
 from worker.celeryconf import MaskedTask
 from worker.errors import InvalidPayload
@@ -132,7 +132,7 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
         message = send_options(req, self.request.id, getattr(self.request, "enqueued_at", None))
         self.app.stores.parking.park(outcome.seconds, {
             "task_id": message["task_id"], "args": list(message["args"]), "kwargs": message["kwargs"],
-            "headers": message["headers"], "queue": message["queue"].name,
+            "headers": message["headers"], "queue": due_queue_for(req.account),
         })
         raise Ignore()  # acked, no state stored: the parked copy (same task id) will finish it
     if outcome.task_result_stored:

@@ -43,7 +43,7 @@ def test_quorum_queues_need_a_rabbitmq_broker():
 
 def test_quorum_queues_are_declared_durable_with_a_delivery_limit_on_a_topic_exchange():
     queues = all_queues(["default"], QueueKind("quorum", 7))
-    assert [q.name for q in queues] == ["voicecode", "voicecode.default"]
+    assert [q.name for q in queues] == ["voicecode", "voicecode.default", "voicecode.default.due"]
     for queue in queues:
         assert queue.durable and not queue.exclusive and not queue.auto_delete
         assert queue.queue_arguments == {"x-queue-type": "quorum", "x-delivery-limit": 7,
@@ -113,7 +113,7 @@ def test_a_quorum_stack_sends_retries_and_parks():
             calls = submits_by_mobile(box)
             assert all(calls[m] == 1 for m in plain + limited) and all(calls[m] == 3 for m in flaky)
             declared = vhost.queues()
-            for queue in ("voicecode", "voicecode.default", "voicecode.slow", DEAD_LETTER_QUEUE):
+            for queue in ("voicecode", "voicecode.default", "voicecode.slow", "voicecode.slow.due", DEAD_LETTER_QUEUE):
                 assert declared[queue]["type"] == "quorum", declared[queue]
             assert declared["voicecode.default"]["arguments"]["x-delivery-limit"] == 20
             assert any(name.startswith("celery_delayed_") for name in declared)  # native delayed delivery

@@ -281,7 +281,7 @@ def test_a_worker_stalled_but_not_killed_keeps_its_messages():
                             IHUYI_READ_TIMEOUT="15") as stack:
             mobiles = [unique_mobile("138") for _ in range(3)]
             ids, _ = send_batch(stack, mobiles, ttl=120)
-            stalled = stack.start_worker("--pool", "solo", concurrency=1)
+            stalled = stack.start_worker("--pool", "solo", "--prefetch-multiplier", "3", concurrency=1)
             wait_for(lambda: stack.state.llen("voicecode") == 0, 10, 0.05, "the solo worker to take all 3")
             watcher = stack.start_worker(concurrency=4)
             wait_for(lambda: len(results(RESULTS_DB, ids)) == 1, 30, 0.1, "the first task done")

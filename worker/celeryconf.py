@@ -25,7 +25,7 @@ from celery.worker.request import Request
 from config import ConfigError, Settings, get_settings
 from config.redis_urls import is_redis_broker
 from config.settings import get_producer_settings
-from worker.broker.messages import QueueKind, all_queues, queue_for, shared_conf
+from worker.broker.messages import QueueKind, all_queues, due_queue_for, queue_for, shared_conf
 from worker.broker.quorum import DeadLetterQueue, native_delay_options
 from worker.broker import transport
 from worker.ops.alerts import Alerts
@@ -261,6 +261,9 @@ def worker_conf(settings: Settings) -> dict[str, Any]:
         # which then sends basic.qos on the channel the main thread reads: both wait for the
         # same reply and the worker stops consuming. Restore the full prefetch at once instead.
         worker_enable_prefetch_count_reduction=False,
+        # A message waits in the worker behind those prefetched before it: a parked task back
+        # for its slot must not wait behind four per thread (worker/broker/messages.py).
+        worker_prefetch_multiplier=1,
         # Results are small JSON, useful to the caller for a day.
         result_expires=86400,
         # Task events only while a monitor listens: Flower (worker/ops/flower.py) turns them on
@@ -285,6 +288,15 @@ def _settings_or_exit(**_: object) -> None:
         get_settings()
     except ConfigError as exc:
         raise SystemExit(f"voicecode: configuration error: {exc}") from None
+
+
+@signals.celeryd_after_setup.connect
+def _consume_due_queues(instance: Any, **_: object) -> None:
+    """A worker started with ``-Q`` consumes the due queue of each account whose queue it chose:
+    that account's parked tasks come back there (worker/broker/messages.py)."""
+    queues = instance.app.amqp.queues
+    for account in served_accounts(instance.app):
+        queues.select_add(queues[due_queue_for(account)])
 
 
 @signals.worker_ready.connect

@@ -4,11 +4,22 @@ Parametrized over the embedded default, Redis and RabbitMQ (``stack`` in conftes
 """
 from __future__ import annotations
 
+import json
 import re
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import pytest
 
-from tests.support import ACCOUNTS, submits, unique_mobile
+from ihuyi.sandbox import Sandbox
+from tests.conftest import require_servers
+from tests.servers import PrivateVhost, redis_url
+from tests.support import ACCOUNTS, APIID, APIKEY, SANDBOX_ACCOUNTS, Backend, Stack, base_env, make_backend, \
+    submits, unique_mobile, wait_for
+from worker.broker.messages import queue_for
 from worker.stores.accounts import AccountStates
 
 STACK_ENV = {"MOBILE_THROTTLE": "1/30s,2/60s"}
@@ -115,3 +126,67 @@ def test_rate_limit_holds_across_worker_processes(stack, sandbox):
     busiest = max(sum(1 for t in arrivals if start <= t < start + 1) for start in arrivals)
     assert busiest <= 10 + 2  # 10/s with a burst of 2, pool-wide
     assert arrivals[-1] - arrivals[0] >= (40 - 2) / 10 * 0.9
+
+
+#: An account whose slots come 50 ms apart, for a backlog that parks.
+BACKLOG_ACCOUNTS = {"backlog": {"apiid": APIID, "apikey": APIKEY, "rate_limit": "20/s"}}
+#: The backlog stacks' Redis databases (this one and the next): none of the module's stacks, whose
+#: workers' parking movers would take these stacks' parked tasks.
+BACKLOG_DB = 5
+
+
+@contextmanager
+def backlog_stack(backend_name: str, sandbox: Sandbox) -> Iterator[Stack]:
+    """A stack serving only BACKLOG_ACCOUNTS, on RabbitMQ in a vhost of its own (what is left
+    queued goes with it); no worker started yet."""
+    require_servers(backend_name)
+    with tempfile.TemporaryDirectory(prefix="vc-", dir="/tmp") as tmp, ExitStack() as held:
+        if backend_name == "redis":
+            backend = make_backend("redis", Path(tmp), redis_db=BACKLOG_DB)
+        else:
+            vhost, state = held.enter_context(PrivateVhost("backlog")), redis_url(BACKLOG_DB + 1)
+            backend = Backend(backend_name, {"CELERY_BROKER_URL": vhost.url, "REDIS_URL": state}, vhost.url, state)
+        backend.flush()
+        stack = Stack(backend, base_env(sandbox.url, **backend.env, IHUYI_ACCOUNTS=json.dumps(BACKLOG_ACCOUNTS)),
+                      Path(tmp))
+        try:
+            yield stack
+        finally:
+            stack.stop_workers()
+            backend.flush()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend_name", ["redis", "rabbitmq"])
+def test_a_backlog_queued_at_once_keeps_its_slots(backend_name):
+    """600 sends queued on the account's queue before a worker starts, at 20/s: all but the
+    first are parked for their slots while the rest of the backlog is still queued. Each comes
+    back on the account's due queue, not behind that backlog, and in time for its slot: the
+    first 100 queued are sent among the first 120, without a gap. One that came back too late
+    would take a new slot behind every task reserved by then, hundreds later."""
+    tasks, first, window, rate = 600, 100, 120, 20
+    with Sandbox(SANDBOX_ACCOUNTS, latency_ms=20, initial_balance=10**6) as box, backlog_stack(backend_name, box) as stack:
+        mobiles = [unique_mobile("139") for _ in range(tasks)]
+        for mobile in mobiles:
+            stack.client.send_task("send_voice_code", (mobile, "4821"), {"account": "backlog"},
+                                   queue=queue_for("backlog"), headers={"enqueued_at": time.time()})
+        stack.start_worker(concurrency=16)
+        wait_for(lambda: len(box.calls("Submit")) >= window, 60, 0.1, f"{window} Submits")
+        sent = box.calls("Submit")[:window]
+        late = set(mobiles[:first]) - {c["mobile"] for c in sent}
+        assert not late, f"{len(late)} of the first {first} queued missed their slots"
+        arrivals = sorted(c["at"] for c in sent)
+        assert arrivals[-1] - arrivals[0] < (window - 1) / rate + 0.5
+
+
+@pytest.mark.e2e
+def test_a_worker_given_its_queues_consumes_their_due_queues():
+    """A worker started with ``-Q`` for an account's queue also takes that account's parked tasks
+    when they come due: 30 sends at 20/s, most of them parked, are all sent."""
+    with Sandbox(SANDBOX_ACCOUNTS, latency_ms=20, initial_balance=10**6) as box, backlog_stack("redis", box) as stack:
+        worker = stack.start_worker("-Q", queue_for("backlog"))
+        assert f".> {queue_for('backlog')}.due " in worker.text()
+        pending = [stack.client.send_task("send_voice_code", (unique_mobile("139"), "4821"), {"account": "backlog"},
+                                          queue=queue_for("backlog"), headers={"enqueued_at": time.time()})
+                   for _ in range(30)]
+        assert [r.get(timeout=30)["status"] for r in pending] == ["submitted"] * 30

@@ -1,9 +1,13 @@
 """What goes on the wire, the same from every publisher: the queues, a send's message, and the
 Celery settings producers share with the workers.
 
-Queues: one per account, so one account's backlog at its rate limit never holds up another's.
-``voicecode`` (the default queue) takes tasks from producers that name no queue; every worker
-consumes all of them. Kombu serves a worker's queues round-robin.
+Queues: one per account, so one account's backlog at its rate limit never holds up another's,
+and one more per account, ``voicecode.<account>.due``, for its parked tasks that come due
+(worker/stores/parking.py): a parked task comes back shortly before its rate-limit slot, and on
+the account's own queue it would wait behind whatever is queued there, a backlog queued at once
+for instance, and miss its slot. ``voicecode`` (the default queue) takes tasks from producers
+that name no queue. Every worker consumes all of them, and with ``-Q`` the due queue of each
+account whose queue it consumes. Kombu serves a worker's queues round-robin.
 
 On RabbitMQ the queues are classic, or quorum (``RABBITMQ_QUEUE_TYPE=quorum``): replicated,
 with a delivery limit (``RABBITMQ_DELIVERY_LIMIT``) past which a message that keeps coming back
@@ -57,13 +61,20 @@ def queue_for(account: str) -> str:
     return f"{DEFAULT_QUEUE}.{account}"
 
 
+def due_queue_for(account: str) -> str:
+    """The queue of ``account``'s parked tasks that came due."""
+    return f"{queue_for(account)}.due"
+
+
 def all_queues(accounts: Iterable[str], kind: QueueKind = CLASSIC) -> list[Queue]:
     """Each queue bound to Celery's default exchange (``voicecode``) under its own routing key.
 
     A bare ``Queue(name)`` is given Celery's default routing key, ``voicecode``, so every queue
     was bound under the same key and each message was copied into all of them.
     """
-    return [_queue(name, kind) for name in (DEFAULT_QUEUE, *(queue_for(a) for a in accounts))]
+    accounts = list(accounts)
+    names = (DEFAULT_QUEUE, *(queue_for(a) for a in accounts), *(due_queue_for(a) for a in accounts))
+    return [_queue(name, kind) for name in names]
 
 
 def _queue(name: str, kind: QueueKind = CLASSIC) -> Queue:
