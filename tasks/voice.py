@@ -17,7 +17,7 @@ from celery.exceptions import Ignore, Retry
 
 from tasks.producer import default_producer
 from worker.app import app
-from worker.broker.messages import TASK_NAME, due_queue_for, send_options
+from worker.broker.messages import TASK_NAME, parked_message
 from worker.broker.transport import acked_by_finish
 from worker.celeryconf import MaskedTask
 from worker.errors import InvalidPayload
@@ -129,11 +129,8 @@ def _deliver(self: Task, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(outcome, RetryIn):
         raise self.retry(countdown=outcome.seconds, exc=None)
     if isinstance(outcome, Park):
-        message = send_options(req, self.request.id, getattr(self.request, "enqueued_at", None))
-        self.app.stores.parking.park(outcome.seconds, {
-            "task_id": message["task_id"], "args": list(message["args"]), "kwargs": message["kwargs"],
-            "headers": message["headers"], "queue": due_queue_for(req.account),
-        })
+        self.app.stores.parking.park(outcome.seconds, parked_message(req, self.request.id,
+                                                                     getattr(self.request, "enqueued_at", None)))
         raise Ignore()  # acked, no state stored: the parked copy (same task id) will finish it
     if outcome.task_result_stored:
         self.request.ignore_result = True  # Celery's backend would read and write it again

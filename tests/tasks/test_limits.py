@@ -19,6 +19,7 @@ from tests.conftest import require_servers
 from tests.servers import PrivateVhost, redis_url
 from tests.support import ACCOUNTS, APIID, APIKEY, SANDBOX_ACCOUNTS, Backend, Stack, base_env, make_backend, \
     submits, unique_mobile, wait_for
+from tests.tasks.backends import own_stack
 from worker.broker.messages import queue_for
 from worker.stores.accounts import AccountStates
 
@@ -183,8 +184,9 @@ def test_a_backlog_queued_at_once_keeps_its_slots(backend_name):
 def test_a_worker_given_its_queues_consumes_their_due_queues():
     """A worker started with ``-Q`` for an account's queue also takes that account's parked tasks
     when they come due: 30 sends at 20/s, most of them parked, are all sent."""
-    with Sandbox(SANDBOX_ACCOUNTS, latency_ms=20, initial_balance=10**6) as box, backlog_stack("redis", box) as stack:
-        worker = stack.start_worker("-Q", queue_for("backlog"))
+    with Sandbox(SANDBOX_ACCOUNTS, latency_ms=20, initial_balance=10**6) as box, \
+            own_stack("redis", box, "-Q", queue_for("backlog"), IHUYI_ACCOUNTS=json.dumps(BACKLOG_ACCOUNTS)) as stack:
+        [worker] = stack.workers
         assert f".> {queue_for('backlog')}.due " in worker.text()
         pending = [stack.client.send_task("send_voice_code", (unique_mobile("139"), "4821"), {"account": "backlog"},
                                           queue=queue_for("backlog"), headers={"enqueued_at": time.time()})

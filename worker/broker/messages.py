@@ -105,6 +105,14 @@ def send_options(req: VoiceCodeRequest, task_id: str, enqueued_at: float | None 
             "argsrepr": argsrepr, "kwargsrepr": kwargsrepr}
 
 
+def parked_message(req: VoiceCodeRequest, task_id: str, enqueued_at: float | None) -> dict[str, Any]:
+    """What the parking lot keeps of ``req``, parked as ``task_id``: re-published as it is, on its
+    account's due queue, when it comes due."""
+    message = send_options(req, task_id, enqueued_at)
+    return {"task_id": task_id, "args": list(message["args"]), "kwargs": message["kwargs"],
+            "headers": message["headers"], "queue": due_queue_for(req.account)}
+
+
 def shared_conf(broker_url: str, result_backend: str, sentinel_master: str | None = None,
                 wait_replicas: int = 0) -> dict[str, Any]:
     """The Celery settings of every process on this broker, producers and workers alike.
